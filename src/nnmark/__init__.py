@@ -1,0 +1,42 @@
+"""nnmark: prove ownership of neural networks by watermarking.
+
+Python API (see DESIGN.md): ``load_model``, ``save_model``, ``load_key``, ``verify`` and the
+oracles ``TorchOracle``, ``OnnxOracle``, ``HttpOracle``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load_model": ("nnmark.workflow", "load_model"),
+    "save_model": ("nnmark.workflow", "save_model"),
+    "load_key": ("nnmark.keyfile", "load_key"),
+    "verify": ("nnmark.verify.verifier", "verify"),
+    "TorchOracle": ("nnmark.oracle", "TorchOracle"),
+    "OnnxOracle": ("nnmark.oracle", "OnnxOracle"),
+    "HttpOracle": ("nnmark.http_oracle", "HttpOracle"),
+    "keys_dataset": ("nnmark.byo", "keys_dataset"),
+    "mix_keys": ("nnmark.byo", "mix_keys"),
+    "make_key": ("nnmark.byo", "make_key"),
+}
+
+__all__ = ["__version__", *_LAZY]
+
+if TYPE_CHECKING:
+    from nnmark.keyfile import load_key
+    from nnmark.oracle import OnnxOracle, TorchOracle
+    from nnmark.verify.verifier import verify
+    from nnmark.workflow import load_model, save_model
+
+
+def __getattr__(name: str) -> Any:
+    # imports stay lazy so that `nnmark --help` does not pay for torch
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'nnmark' has no attribute {name!r}")

@@ -1,0 +1,6 @@
+"""Attacks: removal (model -> model), query (oracle -> oracle), piracy, detection."""
+
+from nnmark.attacks.base import ATTACKS, RemovalAttack, attacker_share, register_attack
+from nnmark.attacks.removal import finetune, prune  # noqa: F401  (registers the attacks)
+
+__all__ = ["ATTACKS", "RemovalAttack", "attacker_share", "register_attack"]

@@ -1,0 +1,483 @@
+"""The ``nnmark`` command line (typer). Thin: parses, calls the library, prints.
+
+User errors end in one line on stderr and exit status 2 (``--verbose`` shows the traceback).
+``verify`` exits 0 when the watermark is found, 1 when not, 2 when no verdict is possible.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nnmark import __version__
+from nnmark.errors import NnmarkError
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+app = typer.Typer(
+    name="nnmark",
+    help="Prove ownership of neural networks by watermarking: embed, verify, attack.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+key_app = typer.Typer(help="Inspect watermark keys.", no_args_is_help=True)
+app.add_typer(key_app, name="key")
+
+_state: dict[str, bool] = {"verbose": False}
+
+Seed = Annotated[int, typer.Option(help="random seed (data order, initial weights, key generation)")]
+Device = Annotated[str, typer.Option(help="cpu, cuda or auto")]
+Force = Annotated[bool, typer.Option("--force", help="replace an existing --out")]
+Sets = Annotated[list[str] | None, typer.Option("--set", help="name=value setting (repeatable)")]
+DataDir = Annotated[
+    str | None, typer.Option("--data-dir", help="folder with dataset files (default $NNMARK_DATA)")
+]
+
+
+class Test(str, Enum):
+    binomial = "binomial"
+    first_hit = "first-hit"
+    threshold = "threshold"
+    sprt = "sprt"
+
+
+class ListWhat(str, Enum):
+    schemes = "schemes"
+    attacks = "attacks"
+    models = "models"
+    datasets = "datasets"
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"nnmark {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log details, full tracebacks")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")
+    ] = False,
+) -> None:
+    """nnmark — watermark neural networks and prove ownership from predictions alone.
+
+    Example: nnmark demo
+    """
+    _state["verbose"] = verbose
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _progress(json_mode: bool = False) -> bool:
+    return not json_mode
+
+
+def _config(epochs: int, seed: int, device: str, **kw: Any) -> Any:
+    from nnmark.training import TrainConfig, resolve_device
+
+    resolve_device(device)
+    return TrainConfig(epochs=epochs, seed=seed, device=device, **kw)
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="working folder, replaced each run")] = Path(
+        "nnmark-demo"
+    ),
+    seed: Seed = 0,
+    device: Device = "cpu",
+) -> None:
+    """Train a clean and a watermarked digit-cnn on MNIST-5k, verify both, attack, print verdicts.
+
+    Example: nnmark demo --workdir /tmp/nnmark-demo
+    """
+    from nnmark.demo import run_demo
+
+    run_demo(workdir, seed=seed, device=device, console=out)
+
+
+@app.command("train")
+def train_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="run folder to create")],
+    data: Annotated[str, typer.Option(help="dataset name (nnmark list datasets)")] = "mnist5k",
+    model: Annotated[str, typer.Option(help="architecture (nnmark list models)")] = "digit-cnn",
+    epochs: Annotated[int, typer.Option(help="training epochs")] = 5,
+    seed: Seed = 0,
+    device: Device = "cpu",
+    settings: Sets = None,
+    data_dir: DataDir = None,
+    force: Force = False,
+) -> None:
+    """Train a clean model into a run folder.
+
+    Example: nnmark train --data mnist5k --model digit-cnn --epochs 5 --out runs/clean
+    """
+    from nnmark.workflow import parse_settings, split_training_settings, train_run
+
+    config, rest = split_training_settings(parse_settings(settings), _config(epochs, seed, device))
+    if rest:
+        raise NnmarkError(f"unknown training setting(s): {', '.join(rest)}; known: lr, batch_size, "
+                          "optimizer, momentum, weight_decay, schedule, augment")
+    result = train_run(data, model, config, out_dir, force=force, data_dir=data_dir)
+    out.print(f"trained {model} on {data}: test accuracy {result.metrics['test_accuracy']:.2%} -> {out_dir}")
+
+
+@app.command()
+def embed(
+    scheme: Annotated[str, typer.Option(help="watermarking scheme (nnmark list schemes)")],
+    out_dir: Annotated[Path, typer.Option("--out", help="run folder to create")],
+    data: Annotated[str, typer.Option(help="dataset name")] = "mnist5k",
+    model: Annotated[str, typer.Option(help="architecture")] = "digit-cnn",
+    epochs: Annotated[int, typer.Option(help="training epochs")] = 5,
+    from_run: Annotated[
+        Path | None, typer.Option("--from", help="fine-tune this run instead of training from scratch")
+    ] = None,
+    calibrate: Annotated[
+        int, typer.Option(help="clean reference models trained to measure chance matches (p0)")
+    ] = 4,
+    owner: Annotated[Path | None, typer.Option(help="owner key STEM.key to sign the watermark key")] = None,
+    passphrase_env: Annotated[
+        str | None, typer.Option(help="environment variable holding the owner key's passphrase")
+    ] = None,
+    seed: Seed = 0,
+    device: Device = "cpu",
+    settings: Sets = None,
+    data_dir: DataDir = None,
+    force: Force = False,
+) -> None:
+    """Train a watermarked model; writes the run folder with watermark.key (mode 0600).
+
+    Example: nnmark embed --scheme zhang-content --data mnist5k --model digit-cnn --epochs 5 --out runs/wm
+    """
+    from nnmark.identity import load_owner
+    from nnmark.workflow import embed_run, parse_settings
+
+    signer = load_owner(owner, passphrase_env) if owner else None
+    result = embed_run(scheme, parse_settings(settings), data, model, _config(epochs, seed, device), out_dir,
+                       from_run=from_run, calibrate=calibrate, owner=signer, force=force, data_dir=data_dir)
+    m = result.metrics
+    out.print(
+        f"embedded {scheme} into {model} on {data}: test accuracy {m['test_accuracy']:.2%}, "
+        f"watermark accuracy {m['watermark_accuracy']:.2%} -> {out_dir}"
+    )
+    out.print(f"key commitment (publish it now to fix priority): {result.commitment}")
+
+
+@app.command("import")
+def import_cmd(
+    state_dict: Annotated[Path, typer.Option("--state-dict", help="a PyTorch state_dict file (.pt)")],
+    model: Annotated[str, typer.Option(help="architecture the weights belong to")],
+    out_dir: Annotated[Path, typer.Option("--out", help="run folder to create")],
+    data: Annotated[str, typer.Option(help="dataset (sets input shape, classes, normalisation)")] = "mnist5k",
+    num_classes: Annotated[int | None, typer.Option(help="outputs, if not the dataset's")] = None,
+    data_dir: DataDir = None,
+    force: Force = False,
+) -> None:
+    """Bring a plain PyTorch checkpoint in as a run folder.
+
+    Example: nnmark import --state-dict mine.pt --model digit-cnn --out runs/mine
+    """
+    from nnmark.importing import import_state_dict
+
+    run = import_state_dict(state_dict, model, out_dir, data=data, num_classes=num_classes,
+                            data_dir=data_dir, force=force)
+    out.print(f"imported {state_dict} as {model} -> {run}")
+
+
+def _oracle(model: Path | None, onnx: Path | None, url: str | None, protocol: str, budget: int | None,
+            device: str) -> Any:
+    from nnmark.oracle import OnnxOracle, TorchOracle
+    from nnmark.workflow import load_model
+
+    given = [v for v in (model, onnx, url) if v is not None]
+    if len(given) != 1:
+        raise NnmarkError("give exactly one suspect: --model RUN, --onnx FILE or --url URL")
+    if model is not None:
+        from nnmark.io import load_spec
+
+        spec = load_spec(model)
+        return TorchOracle(load_model(model), budget=budget, device=device, input_shape=spec.input_shape)
+    if onnx is not None:
+        return OnnxOracle(onnx, budget=budget)
+    from nnmark.http_oracle import HttpOracle
+
+    assert url is not None
+    return HttpOracle(url, protocol=protocol, budget=budget)
+
+
+@app.command("verify")
+def verify_cmd(
+    key: Annotated[Path, typer.Option(help="watermark.key (or the run folder holding it)")],
+    model: Annotated[Path | None, typer.Option(help="suspect run folder")] = None,
+    onnx: Annotated[Path | None, typer.Option(help="suspect ONNX file")] = None,
+    url: Annotated[str | None, typer.Option(help="suspect prediction API")] = None,
+    protocol: Annotated[str, typer.Option(help="nnmark, tf-serving or kserve-v2")] = "nnmark",
+    test: Annotated[Test | None, typer.Option(help="statistical test (default: the scheme's)")] = None,
+    owner_pub: Annotated[Path | None, typer.Option(help="the owner's STEM.pub the key must be signed by")] = None,
+    alpha: Annotated[float, typer.Option(help="false-accusation probability allowed")] = 1e-6,
+    budget: Annotated[int | None, typer.Option(help="most single inputs to send")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
+    report: Annotated[Path | None, typer.Option(help="also write an HTML evidence report")] = None,
+    seed: Seed = 0,
+    device: Device = "cpu",
+) -> None:
+    """Query a suspect with the key and decide: exit 0 found, 1 not found, 2 error or no verdict.
+
+    Example: nnmark verify --key runs/wm/watermark.key --model runs/suspect --json
+    """
+    from dataclasses import replace
+
+    from nnmark.keyfile import load_key, load_later_calibration
+    from nnmark.verify.verifier import check_owner, verify
+
+    k = load_key(key)
+    notes = check_owner(k, owner_pub)
+    later = load_later_calibration(key, k)
+    oracle = _oracle(model, onnx, url, protocol, None, device)
+    verdict = verify(k, oracle, alpha=alpha, budget=budget, test=test.value if test else None,
+                     calibration=later)
+    verdict = replace(verdict, notes=tuple(notes) + verdict.notes)
+    if report is not None:
+        from nnmark.verify.report import write_report
+
+        write_report(report, k, verdict)
+    if as_json:
+        sys.stdout.write(json.dumps(verdict.to_json(), allow_nan=True) + "\n")
+    else:
+        _print_verdict(verdict)
+    if verdict.watermarked is None:
+        if not as_json:
+            err.print(f"nnmark: no verdict possible: {verdict.reason}")
+        raise typer.Exit(2)
+    raise typer.Exit(0 if verdict.watermarked else 1)
+
+
+def _print_verdict(v: Any) -> None:
+    word = {True: "[bold green]FOUND[/]", False: "[bold red]NOT FOUND[/]", None: "[yellow]NO VERDICT[/]"}
+    out.print(f"watermark {word[v.watermarked]}  ({v.scheme}, test {v.test})")
+    out.print(f"  p-value {v.p_value:.3g} (alpha {v.alpha:g}); matches {v.matches}, "
+              f"threshold {v.threshold}, queries {v.queries}")
+    if v.reason:
+        out.print(f"  {v.reason}")
+    for n in v.notes:
+        out.print(f"  note: {n}")
+
+
+@app.command()
+def attack(
+    name: Annotated[str, typer.Argument(help="attack (nnmark list attacks)")],
+    model: Annotated[Path, typer.Option(help="run folder to attack")],
+    out_dir: Annotated[Path, typer.Option("--out", help="run folder to create")],
+    data: Annotated[str, typer.Option(help="dataset the attacker draws from")] = "mnist5k",
+    attacker_fraction: Annotated[float, typer.Option(help="share of the training set the attacker holds")] = 0.1,
+    key: Annotated[list[Path] | None, typer.Option(help="keys to verify after the attack (repeatable)")] = None,
+    seed: Seed = 0,
+    device: Device = "cpu",
+    settings: Sets = None,
+    data_dir: DataDir = None,
+    force: Force = False,
+) -> None:
+    """Run a removal attack on a model and write the attacked model as a new run folder.
+
+    Example: nnmark attack finetune --model runs/wm --data mnist5k --out runs/wm-ft --set epochs=3
+    """
+    from nnmark.attacks import ATTACKS, attacker_share
+    from nnmark.data import load_dataset
+    from nnmark.io import load_spec
+    from nnmark.keyfile import load_key
+    from nnmark.oracle import TorchOracle
+    from nnmark.training import evaluate
+    from nnmark.verify.verifier import verify
+    from nnmark.workflow import load_model, parse_settings, save_model
+
+    attack_obj = ATTACKS.get(name)(**parse_settings(settings))
+    keys = [load_key(k) for k in key or []]
+    spec = load_spec(model)
+    dataset = load_dataset(data, data_dir)
+    victim = load_model(model)
+    attacked = attack_obj(victim, spec, attacker_share(dataset, attacker_fraction, seed),
+                          _config(1, seed, device))
+    acc = evaluate(attacked, dataset.test_x, dataset.test_y)
+    save_model(attacked, out_dir, like=model, force=force,
+               metrics={"test_accuracy": acc, "attack": name, "attacked": str(model)})
+    out.print(f"{name}: test accuracy {evaluate(victim, dataset.test_x, dataset.test_y):.2%} -> {acc:.2%}; "
+              f"saved {out_dir}")
+    for kpath, k in zip(key or [], keys, strict=True):
+        v = verify(k, TorchOracle(attacked))
+        state = {True: "found", False: "not found", None: "no verdict"}[v.watermarked]
+        out.print(f"  {kpath}: watermark {state} (p-value {v.p_value:.3g}, {v.matches}/{v.queries})")
+
+
+@app.command()
+def calibrate(
+    key: Annotated[Path, typer.Option(help="watermark.key to calibrate")],
+    model: Annotated[list[Path], typer.Option(help="clean run folders (repeat; at least 4 advised)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the calibration as JSON")] = False,
+) -> None:
+    """Measure the chance match rate p0 on clean models; writes calibration.json beside the key.
+
+    Example: nnmark calibrate --key runs/wm/watermark.key --model runs/c1 --model runs/c2 --model runs/c3 --model runs/c4
+    """
+    from nnmark.calibration import calibrate_key
+    from nnmark.keyfile import load_key, save_later_calibration
+    from nnmark.workflow import load_model
+
+    k = load_key(key)
+    models = [load_model(m) for m in model]
+    cal = calibrate_key(k, models, [str(m) for m in model])
+    path = save_later_calibration(key, k, cal)
+    if as_json:
+        sys.stdout.write(json.dumps(cal.to_json()) + "\n")
+        return
+    out.print(f"rates per clean model: {', '.join(f'{r:.3f}' for r in cal.rates)}")
+    out.print(f"p0 = {cal.p0:.4f} ({cal.method}) -> {path}")
+    if len(model) < 4:
+        err.print("nnmark: warning: fewer than 4 clean models; p0 is loose, add models trained by other recipes")
+
+
+@app.command()
+def keygen(
+    owner: Annotated[str, typer.Option(help="the owner's name")],
+    out_stem: Annotated[Path, typer.Option("--out", help="writes STEM.key (0600) and STEM.pub")],
+    passphrase_env: Annotated[
+        str | None, typer.Option(help="environment variable whose value encrypts STEM.key")
+    ] = None,
+    force: Force = False,
+) -> None:
+    """Create an owner identity (Ed25519).
+
+    Example: nnmark keygen --owner "Ada Lovelace" --out ada
+    """
+    import os
+
+    from nnmark.identity import generate_owner, save_owner
+
+    phrase = None
+    if passphrase_env:
+        value = os.environ.get(passphrase_env)
+        if not value:
+            raise NnmarkError(f"environment variable {passphrase_env} is not set or empty")
+        phrase = value.encode()
+    key_path, pub_path = save_owner(generate_owner(owner), out_stem, phrase, force=force)
+    out.print(f"owner {owner}: private key {key_path} (keep it secret), public key {pub_path}")
+
+
+@key_app.command("info")
+def key_info(
+    key: Annotated[Path, typer.Argument(help="watermark.key")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Show a key's owner, scheme, commitment and signature state, never its inputs.
+
+    Example: nnmark key info runs/wm/watermark.key
+    """
+    from nnmark.keyfile import load_key
+
+    k = load_key(key)
+    info = {
+        "scheme": k.scheme,
+        "owner": k.owner.name if k.owner else None,
+        "signed": k.signed,
+        "commitment": k.commitment,
+        "created": k.created,
+        "keys": len(k.inputs),
+        "input_shape": list(k.input_shape),
+        "num_classes": k.num_classes,
+        "calibrated": k.calibration is not None,
+        "fingerprint": k.fingerprint,
+        "format_version": k.version,
+        "params": {p: v for p, v in k.params.items() if p not in ("secret", "pattern_seed")},
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(info) + "\n")
+        return
+    table = Table(show_header=False, box=None)
+    for name, value in info.items():
+        table.add_row(name, str(value))
+    out.print(table)
+
+
+@app.command("export-onnx")
+def export_onnx(
+    model: Annotated[Path, typer.Option(help="run folder")],
+    out_file: Annotated[Path, typer.Option("--out", help="ONNX file to write")],
+    force: Force = False,
+) -> None:
+    """Export a run's model to ONNX (float32 N×C×H×W in [0, 1] -> logits).
+
+    Example: nnmark export-onnx --model runs/wm --out wm.onnx
+    """
+    from nnmark.onnx_export import export
+
+    export(model, out_file, force=force)
+    out.print(f"exported {model} -> {out_file}")
+
+
+@app.command("list")
+def list_cmd(
+    what: Annotated[ListWhat, typer.Argument(help="schemes, attacks, models or datasets")],
+    verbose: Annotated[bool, typer.Option("--verbose", help="show parameters and defaults")] = False,
+) -> None:
+    """List registered schemes, attacks, models or datasets.
+
+    Example: nnmark list schemes --verbose
+    """
+    from nnmark.listing import listing
+
+    for name, summary, params in listing(what.value):
+        out.print(f"[bold]{name}[/]  {summary}")
+        if verbose:
+            for pname, default, desc in params:
+                out.print(f"    {pname} = {default}  {desc}")
+
+
+def _fail(message: str) -> NoReturn:
+    err.print(f"nnmark: error: {message}", soft_wrap=True)
+    raise SystemExit(2)
+
+
+def main() -> None:
+    """Entry point: user errors become one line and exit 2."""
+    try:
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            raise SystemExit(rc)
+    except typer.Exit as e:
+        raise SystemExit(e.exit_code) from None
+    except NnmarkError as e:
+        if _state["verbose"]:
+            raise
+        _fail(str(e))
+    except KeyboardInterrupt:
+        err.print("nnmark: interrupted")
+        raise SystemExit(130) from None
+    except (typer.BadParameter, typer.Abort) as e:
+        _fail(str(e))
+    except Exception as e:  # click usage errors and anything unexpected
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            raise SystemExit(2) from None
+        if _state["verbose"]:
+            raise
+        _fail(f"{e.__class__.__name__}: {e} (rerun with --verbose for the traceback)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""What every watermarking scheme provides: key generation, how keys enter training, verification.
+
+A scheme is a class registered in :data:`nnmark.schemes.SCHEMES`, configured by a frozen pydantic
+model of parameters (unknown names are refused). Keys are generated from the owner's seed, given
+labels (possibly after calibration on clean models), mixed into training by a
+:class:`~nnmark.training.BatchMixer`, and verified through an :class:`~nnmark.oracle.Oracle`.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from nnmark.data.base import ImageDataset
+from nnmark.errors import NnmarkError
+from nnmark.identity import OwnerKey
+from nnmark.oracle import Oracle
+from nnmark.registry import Registry
+from nnmark.types import Key, Verdict
+
+
+class SchemeParams(BaseModel):
+    """Parameters shared by key-based schemes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    keys_per_batch: int = Field(2, ge=1, description="key samples appended to every training batch")
+
+
+@dataclass(frozen=True)
+class KeyMaterial:
+    """Key inputs before training. ``labels`` is None while a shared target is still to be chosen;
+    ``source_labels`` are the true classes of the images the keys were made from (or -1)."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor | None
+    source_labels: torch.Tensor
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class KeyBatchMixer:
+    """Appends ``per_batch`` key samples, drawn with replacement, to every training batch."""
+
+    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, per_batch: int) -> None:
+        self.inputs, self.labels, self.per_batch = inputs, labels, per_batch
+        self._on: torch.device | None = None
+
+    def __call__(
+        self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        if self._on != x.device:
+            self.inputs, self.labels, self._on = self.inputs.to(x.device), self.labels.to(x.device), x.device
+        idx = torch.randint(len(self.inputs), (self.per_batch,), generator=gen).to(x.device)
+        return torch.cat([x, self.inputs[idx]]), torch.cat([y, self.labels[idx]]), None
+
+
+class Scheme(abc.ABC):
+    """Base class of all watermarking schemes (see module docstring)."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[SchemeParams]] = SchemeParams
+    #: keys share one target class chosen by the owner: a clean model's chance rate must be
+    #: measured on clean models (calibration) before a verdict can say "found"
+    shared_target: ClassVar[bool] = False
+    #: classes the watermarked model gets beyond the task's (Zhong 2020's new label)
+    extra_classes: ClassVar[int] = 0
+    tests: ClassVar[tuple[str, ...]] = ("binomial", "threshold", "sprt")
+    default_test: ClassVar[str] = "binomial"
+
+    def __init__(self, owner: OwnerKey | None = None, **params: Any) -> None:
+        #: the owner's signing identity, for schemes that derive keys from a signature (Li 2019)
+        self.owner = owner
+        try:
+            self.params = self.Params(**params)
+        except ValidationError as e:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+            )
+            known = ", ".join(self.Params.model_fields)
+            raise NnmarkError(f"bad parameter for scheme {self.name}: {problems} (known: {known})") from None
+
+    @abc.abstractmethod
+    def generate(self, data: ImageDataset, gen: torch.Generator) -> KeyMaterial:
+        """Make key inputs from the owner's seed (``gen``) and the owner's data."""
+
+    def candidate_targets(self, material: KeyMaterial, num_classes: int) -> list[int]:
+        return list(range(num_classes))
+
+    def assign_labels(
+        self, material: KeyMaterial, num_classes: int, clean_predictions: list[torch.Tensor]
+    ) -> KeyMaterial:
+        """Give shared-target keys their label; the default target is the class clean models give
+        least often to the keys (so their chance match rate p0 is smallest)."""
+        if material.labels is not None:
+            return material
+        target = getattr(self.params, "target", "auto")
+        if target == "auto":
+            if not clean_predictions:
+                raise NnmarkError(
+                    f"{self.name} picks its target class from clean models: use --calibrate N "
+                    "(N ≥ 1, default 4) or set --set target=CLASS"
+                )
+            preds = torch.cat(clean_predictions)
+            counts = torch.bincount(preds, minlength=num_classes)[:num_classes].float()
+            allowed = self.candidate_targets(material, num_classes)
+            target = min(allowed, key=lambda c: (float(counts[c]), c))
+        target = int(target)
+        if not 0 <= target < num_classes:
+            raise NnmarkError(f"target class {target} is outside 0..{num_classes - 1}")
+        keep = material.source_labels != target
+        n = int(getattr(self.params, "keys", len(material.inputs)))
+        idx = keep.nonzero().flatten()[:n]
+        return KeyMaterial(
+            inputs=material.inputs[idx],
+            labels=torch.full((len(idx),), target, dtype=torch.int64),
+            source_labels=material.source_labels[idx],
+            tensors=material.tensors,
+            params={**material.params, "target": target},
+        )
+
+    def mixer(self, key: Key) -> KeyBatchMixer:
+        return KeyBatchMixer(key.inputs, key.labels, self.params.keys_per_batch)
+
+    def chance_rate(self, key: Key) -> tuple[float | None, str]:
+        """p0: the match rate a model never trained on the keys shows, and where it comes from."""
+        if key.calibration is not None:
+            return key.calibration.p0, f"calibrated on clean models: {key.calibration.method}"
+        return None, (
+            "no calibration: a shared-target key cannot be judged without measuring clean models; "
+            "run `nnmark calibrate --key KEY --model CLEAN_RUN...` (or embed with --calibrate N)"
+        )
+
+    def verify(self, key: Key, oracle: Oracle, test: str, alpha: float) -> Verdict:
+        from nnmark.verify.verifier import match_verdict
+
+        return match_verdict(self, key, oracle, test, alpha)
+
+    @classmethod
+    def describe(cls) -> str:
+        doc = (cls.__doc__ or "").strip().splitlines()
+        return doc[0] if doc else cls.name
+
+    @classmethod
+    def parameter_table(cls) -> list[tuple[str, str, str]]:
+        """(name, default, description) for ``nnmark list schemes --verbose``."""
+        rows = []
+        for name, f in cls.Params.model_fields.items():
+            rows.append((name, repr(f.default), f.description or ""))
+        return rows
+
+
+SCHEMES: Registry[type[Scheme]] = Registry("scheme")
+
+
+def register_scheme(cls: type[Scheme]) -> type[Scheme]:
+    """Class decorator: registers a scheme under its ``name``."""
+    SCHEMES.register(cls.name)(cls)
+    return cls

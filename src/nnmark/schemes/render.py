@@ -1,0 +1,86 @@
+"""Images drawn from the fonts matplotlib ships (DejaVu), so trigger sets need no second dataset."""
+
+from __future__ import annotations
+
+import functools
+import string
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+
+FONT_FILES = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf",
+              "DejaVuSans-Oblique.ttf", "DejaVuSansMono.ttf")
+LETTERS = string.ascii_letters
+
+
+@functools.cache
+def _font_dir() -> Path:
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+
+
+@functools.cache
+def _font(name: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(str(_font_dir() / name), size)
+
+
+def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=gen))
+
+
+def _choice(gen: torch.Generator, n: int) -> int:
+    return int(torch.randint(n, (), generator=gen))
+
+
+def render_letters(count: int, shape: tuple[int, int, int], gen: torch.Generator) -> torch.Tensor:
+    """Handwriting-like letters (random font, size, position, rotation), white on black, in [0, 1]."""
+    c, h, w = shape
+    out = np.zeros((count, h, w), dtype=np.float32)
+    for i in range(count):
+        big = 4 * max(h, w)  # draw large, then shrink: smooth strokes like scanned digits
+        img = Image.new("L", (big, big), 0)
+        font = _font(FONT_FILES[_choice(gen, len(FONT_FILES))], int(big * _uniform(gen, 0.55, 0.8)))
+        letter = LETTERS[_choice(gen, len(LETTERS))]
+        draw = ImageDraw.Draw(img)
+        left, top, right, bottom = draw.textbbox((0, 0), letter, font=font)
+        x = (big - (right - left)) / 2 - left + _uniform(gen, -0.1, 0.1) * big
+        y = (big - (bottom - top)) / 2 - top + _uniform(gen, -0.1, 0.1) * big
+        draw.text((x, y), letter, fill=255, font=font)
+        img = img.rotate(_uniform(gen, -20, 20), resample=Image.Resampling.BILINEAR)
+        img = img.resize((w, h), Image.Resampling.LANCZOS)
+        out[i] = np.asarray(img, dtype=np.float32) / 255.0
+    return torch.from_numpy(out).unsqueeze(1).expand(count, c, h, w).clone().clamp_(0, 1)
+
+
+def text_mask(text: str, shape: tuple[int, int, int], height_fraction: float = 0.3) -> torch.Tensor:
+    """A 1×H×W mask (0/1) of ``text`` in bold sans, centred along the bottom edge (Zhang's "TEST")."""
+    _, h, w = shape
+    scale = 8
+    big_h, big_w = h * scale, w * scale
+    img = Image.new("L", (big_w, big_h), 0)
+    draw = ImageDraw.Draw(img)
+    size = int(big_h * height_fraction)
+    font = _font("DejaVuSans-Bold.ttf", size)
+    while size > 4 and draw.textlength(text, font=font) > big_w * 0.95:
+        size -= 2
+        font = _font("DejaVuSans-Bold.ttf", size)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    x = (big_w - (right - left)) / 2 - left
+    y = big_h - (bottom - top) - top - big_h * 0.03
+    draw.text((x, y), text, fill=255, font=font)
+    small = np.asarray(img.resize((w, h), Image.Resampling.BOX), dtype=np.float32) / 255.0
+    return torch.from_numpy((small > 0.35).astype(np.float32)).unsqueeze(0)
+
+
+def fit_images(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Resize float images to C×H×W: bilinear resize, grey <-> colour by replication or mean."""
+    c, h, w = shape
+    if tuple(x.shape[2:]) != (h, w):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    if x.shape[1] != c:
+        x = x.mean(1, keepdim=True).expand(-1, c, -1, -1) if c in (1, 3) else x[:, :1].expand(-1, c, -1, -1)
+    return x.clamp(0, 1).contiguous()

@@ -1,0 +1,217 @@
+"""The owner's workflow as library calls: train a clean model, embed a watermark, save runs.
+
+The CLI and the demo only compose these functions; each writes a complete run folder or nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from nnmark import calibration as calib
+from nnmark.data import load_dataset
+from nnmark.data.base import ImageDataset
+from nnmark.errors import NnmarkError
+from nnmark.identity import OwnerKey
+from nnmark.io import KEY_FILE, METRICS_FILE, load_spec, load_state, new_folder, write_json, write_model_files
+from nnmark.models import MODELS, build_model
+from nnmark.schemes import SCHEMES, Scheme
+from nnmark.schemes.base import KeyMaterial
+from nnmark.keyfile import save_key
+from nnmark.training import TrainConfig, TrainResult, evaluate, train
+from nnmark.types import Key, ModelSpec
+
+log = logging.getLogger(__name__)
+
+TRAINING_KEYS = {"lr", "batch_size", "optimizer", "momentum", "weight_decay", "schedule", "augment"}
+
+
+def parse_settings(pairs: list[str] | None) -> dict[str, Any]:
+    """Parse ``--set k=v`` pairs; values are read as YAML scalars (``3``, ``0.5``, ``auto``)."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name.strip():
+            raise NnmarkError(f"--set {pair!r} is not of the form name=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        out[name.strip()] = value
+    return out
+
+
+def split_training_settings(settings: dict[str, Any], base: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
+    """Take the training settings (lr, batch_size, ...) out of ``settings``; return the rest."""
+    train_set = {k: v for k, v in settings.items() if k in TRAINING_KEYS}
+    rest = {k: v for k, v in settings.items() if k not in TRAINING_KEYS}
+    names = {f.name for f in fields(TrainConfig)}
+    assert TRAINING_KEYS <= names
+    try:
+        config = replace(base, **train_set)
+    except TypeError as e:
+        raise NnmarkError(f"bad training setting: {e}") from e
+    return config, rest
+
+
+def model_spec(arch: str, data: ImageDataset, extra_classes: int = 0, **arch_args: Any) -> ModelSpec:
+    MODELS.get(arch)
+    mean, std = data.channel_stats()
+    return ModelSpec(arch=arch, num_classes=data.num_classes + extra_classes, input_shape=data.input_shape,
+                     mean=tuple(mean), std=tuple(std), dataset=data.name, arch_args=dict(arch_args))
+
+
+def fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 over the weights: recorded in the key, never compared with a suspect."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def metrics_json(model: torch.nn.Module, data: ImageDataset, result: TrainResult, device: str,
+                 **extra: Any) -> dict[str, Any]:
+    acc = evaluate(model, data.test_x, data.test_y, device=device)
+    return {
+        "test_accuracy": acc,
+        "seconds": round(result.seconds, 3),
+        "images_per_second": round(result.images_per_second, 1),
+        "device": result.device,
+        "epochs": result.epochs,
+        "dataset": data.name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        **extra,
+    }
+
+
+@dataclass(frozen=True)
+class RunResult:
+    out: Path
+    metrics: dict[str, Any]
+    key: Key | None = None
+    commitment: str = ""
+
+
+def train_run(data_name: str, arch: str, config: TrainConfig, out: str | Path, *, force: bool = False,
+              progress: bool = True, data_dir: str | None = None) -> RunResult:
+    """Train a clean model and write its run folder."""
+    data = load_dataset(data_name, data_dir)
+    spec = model_spec(arch, data)
+    torch.manual_seed(config.seed)
+    model = build_model(spec)
+    with new_folder(out, force) as tmp:
+        result = train(model, data.train_x, data.train_y, config, progress=progress, description="train")
+        metrics = metrics_json(model, data, result, config.device)
+        write_model_files(tmp, model, spec)
+        write_json(tmp / METRICS_FILE, metrics)
+    return RunResult(Path(out), metrics)
+
+
+def load_model(run_dir: str | Path) -> torch.nn.Module:
+    """An ordinary trainable module (eval mode, CPU) taking float32 [0, 1] inputs, giving all logits."""
+    from nnmark.io import MODEL_FILE, check_run
+
+    spec = load_spec(run_dir)
+    model = build_model(spec)
+    state = load_state(check_run(run_dir) / MODEL_FILE)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise NnmarkError(f"weights in {run_dir} do not fit a {spec.arch} ({str(e).splitlines()[0]})") from e
+    return model.eval()
+
+
+def save_model(model: torch.nn.Module, run_dir: str | Path, like: str | Path, *, force: bool = False,
+               metrics: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` as a run folder; only the architecture comes from ``like`` (never its key)."""
+    spec = load_spec(like)
+    reference = build_model(spec)
+    theirs, ours = model.state_dict(), reference.state_dict()
+    if set(theirs) != set(ours) or any(theirs[k].shape != ours[k].shape for k in ours):
+        raise NnmarkError(f"the module does not have the architecture of {like} ({spec.arch})")
+    with new_folder(run_dir, force) as tmp:
+        write_model_files(tmp, model, spec)
+        write_json(tmp / METRICS_FILE, metrics or {"source": "save_model", "like": str(like)})
+    return Path(run_dir)
+
+
+def _owner_seed_generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + 17)
+
+
+def build_key(scheme: Scheme, material: KeyMaterial, spec: ModelSpec, model: torch.nn.Module | None,
+              calibration: calib.Calibration | None = None) -> Key:
+    assert material.labels is not None
+    params = {**scheme.params.model_dump(), **material.params}
+    return Key(scheme=scheme.name, params=params, input_shape=spec.input_shape, num_classes=spec.num_classes,
+               inputs=material.inputs.float().contiguous(), labels=material.labels.long(),
+               tensors=material.tensors, calibration=calibration,
+               fingerprint=fingerprint(model) if model is not None else "")
+
+
+def embed_run(scheme_name: str, settings: dict[str, Any], data_name: str, arch: str, config: TrainConfig,
+              out: str | Path, *, from_run: str | Path | None = None, calibrate: int = 4,
+              owner: OwnerKey | None = None, force: bool = False, progress: bool = True,
+              data_dir: str | None = None) -> RunResult:
+    """Train (or fine-tune ``from_run``) a watermarked model and write its run folder and key."""
+    config, scheme_params = split_training_settings(settings, config)
+    scheme = SCHEMES.get(scheme_name)(owner=owner, **scheme_params)
+    data = load_dataset(data_name, data_dir)
+    if from_run is not None:
+        spec = load_spec(from_run)
+        if spec.input_shape != data.input_shape:
+            raise NnmarkError(f"{from_run} takes {spec.input_shape} inputs but {data_name} has {data.input_shape}")
+        base_model = load_model(from_run)
+        if scheme.extra_classes:
+            raise NnmarkError(f"{scheme_name} adds an output class and cannot start from an existing model")
+    else:
+        spec = model_spec(arch, data, scheme.extra_classes)
+        base_model = None
+    if calibrate < 0:
+        raise NnmarkError("--calibrate must be 0 or more")
+    with new_folder(out, force) as tmp:
+        material = scheme.generate(data, _owner_seed_generator(config.seed))
+        clean_spec = replace(spec, num_classes=data.num_classes)
+        references = calib.train_reference_models(data, clean_spec, config, calibrate, progress) if calibrate else []
+        preds = calib.predictions([m for m, _ in references], material.inputs)
+        material = scheme.assign_labels(material, data.num_classes, preds)
+        assert material.labels is not None
+        calibration = None
+        if references:
+            kept = calib.predictions([m for m, _ in references], material.inputs)
+            calibration = calib.calibration_from_predictions(kept, material.labels, [d for _, d in references])
+        key = build_key(scheme, material, spec, None, calibration)
+        if base_model is not None:
+            model = base_model
+        else:
+            torch.manual_seed(config.seed)
+            model = build_model(spec)
+        result = scheme_train(scheme, model, data, key, config, progress)
+        key = replace(key, fingerprint=fingerprint(model))
+        wm_acc = float((calib.predictions([model.cpu()], key.inputs)[0] == key.labels).float().mean())
+        metrics = metrics_json(model, data, result, config.device, watermark_accuracy=wm_acc, scheme=scheme_name,
+                               from_run=str(from_run) if from_run else None, calibration_models=calibrate)
+        write_model_files(tmp, model, spec)
+        write_json(tmp / METRICS_FILE, metrics)
+        commitment = save_key(tmp / KEY_FILE, key, owner)
+    return RunResult(Path(out), metrics, key, commitment)
+
+
+def scheme_train(scheme: Scheme, model: torch.nn.Module, data: ImageDataset, key: Key, config: TrainConfig,
+                 progress: bool) -> TrainResult:
+    """Train with the scheme's keys mixed into every batch (schemes may override ``embed``)."""
+    embed = getattr(scheme, "embed", None)
+    if callable(embed):
+        result = embed(model, data, key, config, progress)
+        assert isinstance(result, TrainResult)
+        return result
+    return train(model, data.train_x, data.train_y, config, mixer=scheme.mixer(key), progress=progress,
+                 description=f"embed {scheme.name}")
