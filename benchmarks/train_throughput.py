@@ -71,7 +71,10 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="use only the first N images")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
-        "--repeats", type=int, default=3, help="interleaved runs, best kept (default: 3)"
+        "--repeats",
+        type=int,
+        default=3,
+        help="interleaved runs; the best is kept (default: 3)",
     )
     args = ap.parse_args()
 

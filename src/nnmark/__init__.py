@@ -14,7 +14,6 @@ _LAZY = {
     "load_model": ("nnmark.workflow", "load_model"),
     "save_model": ("nnmark.workflow", "save_model"),
     "load_key": ("nnmark.keyfile", "load_key"),
-    "verify": ("nnmark.verify.verifier", "verify"),
     "TorchOracle": ("nnmark.oracle", "TorchOracle"),
     "OnnxOracle": ("nnmark.oracle", "OnnxOracle"),
     "HttpOracle": ("nnmark.http_oracle", "HttpOracle"),
@@ -23,12 +22,27 @@ _LAZY = {
     "make_key": ("nnmark.byo", "make_key"),
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [
+    "HttpOracle",
+    "OnnxOracle",
+    "TorchOracle",
+    "__version__",
+    "keys_dataset",
+    "load_key",
+    "load_model",
+    "make_key",
+    "mix_keys",
+    "save_model",
+    "verify",
+]
+
+# `nnmark.verify` is also a subpackage: bind the function eagerly so the import system's
+# submodule attribute cannot shadow it
+from nnmark.verify.verifier import verify  # noqa: E402
 
 if TYPE_CHECKING:
     from nnmark.keyfile import load_key
     from nnmark.oracle import OnnxOracle, TorchOracle
-    from nnmark.verify.verifier import verify
     from nnmark.workflow import load_model, save_model
 
 

@@ -52,8 +52,14 @@ def train_reference_models(
         config = reference_config(base, i)
         torch.manual_seed(config.seed)
         model = build_model(spec)
-        train(model, data.train_x, data.train_y, config, progress=progress,
-              description=f"clean reference {i + 1}/{count}")
+        train(
+            model,
+            data.train_x,
+            data.train_y,
+            config,
+            progress=progress,
+            description=f"clean reference {i + 1}/{count}",
+        )
         models.append((model.cpu().eval(), describe_config(config)))
         log.info("reference model %d: %s", i + 1, describe_config(config))
     return models
@@ -73,4 +79,9 @@ def calibration_from_predictions(
 
 def calibrate_key(key: Key, models: Sequence[torch.nn.Module], descriptions: Sequence[str]) -> Calibration:
     """Measure each clean model's match rate on ``key`` and bound p0 from them."""
-    return calibration_from_predictions(predictions(models, key.inputs), key.labels, descriptions)
+    from nnmark.schemes import SCHEMES
+
+    scheme_cls = SCHEMES.get(key.scheme)
+    scheme = scheme_cls(**{k: v for k, v in key.params.items() if k in scheme_cls.Params.model_fields})
+    inputs, labels = scheme.calibration_queries(key.inputs, key.labels, key.params)
+    return calibration_from_predictions(predictions(models, inputs), labels, descriptions)

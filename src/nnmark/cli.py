@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -44,14 +44,31 @@ DataDir = Annotated[
 ]
 
 
-class Test(str, Enum):
+class Test(StrEnum):
     binomial = "binomial"
     first_hit = "first-hit"
     threshold = "threshold"
     sprt = "sprt"
 
 
-class ListWhat(str, Enum):
+class InputType(StrEnum):
+    auto = "auto"
+    float = "float"
+    uint8 = "uint8"
+
+
+class Defense(StrEnum):
+    none = "none"
+    reject = "reject"
+
+
+class ServeOutput(StrEnum):
+    logits = "logits"
+    probabilities = "probabilities"
+    labels = "labels"
+
+
+class ListWhat(StrEnum):
     schemes = "schemes"
     attacks = "attacks"
     models = "models"
@@ -96,9 +113,7 @@ def _config(epochs: int, seed: int, device: str, **kw: Any) -> Any:
 
 @app.command()
 def demo(
-    workdir: Annotated[Path, typer.Option(help="working folder, replaced each run")] = Path(
-        "nnmark-demo"
-    ),
+    workdir: Annotated[Path, typer.Option(help="working folder, replaced each run")] = Path("nnmark-demo"),
     seed: Seed = 0,
     device: Device = "cpu",
 ) -> None:
@@ -131,8 +146,10 @@ def train_cmd(
 
     config, rest = split_training_settings(parse_settings(settings), _config(epochs, seed, device))
     if rest:
-        raise NnmarkError(f"unknown training setting(s): {', '.join(rest)}; known: lr, batch_size, "
-                          "optimizer, momentum, weight_decay, schedule, augment")
+        raise NnmarkError(
+            f"unknown training setting(s): {', '.join(rest)}; known: lr, batch_size, "
+            "optimizer, momentum, weight_decay, schedule, augment"
+        )
     result = train_run(data, model, config, out_dir, force=force, data_dir=data_dir)
     out.print(f"trained {model} on {data}: test accuracy {result.metrics['test_accuracy']:.2%} -> {out_dir}")
 
@@ -168,8 +185,19 @@ def embed(
     from nnmark.workflow import embed_run, parse_settings
 
     signer = load_owner(owner, passphrase_env) if owner else None
-    result = embed_run(scheme, parse_settings(settings), data, model, _config(epochs, seed, device), out_dir,
-                       from_run=from_run, calibrate=calibrate, owner=signer, force=force, data_dir=data_dir)
+    result = embed_run(
+        scheme,
+        parse_settings(settings),
+        data,
+        model,
+        _config(epochs, seed, device),
+        out_dir,
+        from_run=from_run,
+        calibrate=calibrate,
+        owner=signer,
+        force=force,
+        data_dir=data_dir,
+    )
     m = result.metrics
     out.print(
         f"embedded {scheme} into {model} on {data}: test accuracy {m['test_accuracy']:.2%}, "
@@ -185,22 +213,42 @@ def import_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="run folder to create")],
     data: Annotated[str, typer.Option(help="dataset (sets input shape, classes, normalisation)")] = "mnist5k",
     num_classes: Annotated[int | None, typer.Option(help="outputs, if not the dataset's")] = None,
+    settings: Sets = None,
     data_dir: DataDir = None,
     force: Force = False,
 ) -> None:
-    """Bring a plain PyTorch checkpoint in as a run folder.
+    """Bring a plain PyTorch checkpoint in as a run folder (--set gives architecture arguments).
 
     Example: nnmark import --state-dict mine.pt --model digit-cnn --out runs/mine
     """
     from nnmark.importing import import_state_dict
+    from nnmark.io import load_metrics
+    from nnmark.workflow import parse_settings
 
-    run = import_state_dict(state_dict, model, out_dir, data=data, num_classes=num_classes,
-                            data_dir=data_dir, force=force)
-    out.print(f"imported {state_dict} as {model} -> {run}")
+    run = import_state_dict(
+        state_dict,
+        model,
+        out_dir,
+        data=data,
+        num_classes=num_classes,
+        data_dir=data_dir,
+        force=force,
+        arch_args=parse_settings(settings),
+    )
+    acc = load_metrics(run).get("test_accuracy")
+    shown = f" (test accuracy on {data} {acc:.2%})" if isinstance(acc, float) else ""
+    out.print(f"imported {state_dict} as {model}{shown} -> {run}")
 
 
-def _oracle(model: Path | None, onnx: Path | None, url: str | None, protocol: str, budget: int | None,
-            device: str) -> Any:
+def _oracle(
+    model: Path | None,
+    onnx: Path | None,
+    url: str | None,
+    protocol: str,
+    budget: int | None,
+    device: str,
+    input_type: str = "auto",
+) -> Any:
     from nnmark.oracle import OnnxOracle, TorchOracle
     from nnmark.workflow import load_model
 
@@ -217,7 +265,8 @@ def _oracle(model: Path | None, onnx: Path | None, url: str | None, protocol: st
     from nnmark.http_oracle import HttpOracle
 
     assert url is not None
-    return HttpOracle(url, protocol=protocol, budget=budget)
+    carry = {"auto": None, "float": True, "uint8": False}[input_type]
+    return HttpOracle(url, protocol=protocol, budget=budget, carry_floats=carry)
 
 
 @app.command("verify")
@@ -227,8 +276,17 @@ def verify_cmd(
     onnx: Annotated[Path | None, typer.Option(help="suspect ONNX file")] = None,
     url: Annotated[str | None, typer.Option(help="suspect prediction API")] = None,
     protocol: Annotated[str, typer.Option(help="nnmark, tf-serving or kserve-v2")] = "nnmark",
+    input_type: Annotated[
+        InputType,
+        typer.Option(
+            help="what --url takes: float values, or uint8 pixels 0-255 (inputs outside [0, 1] are then "
+            "refused, never clipped); auto asks the server"
+        ),
+    ] = InputType.auto,
     test: Annotated[Test | None, typer.Option(help="statistical test (default: the scheme's)")] = None,
-    owner_pub: Annotated[Path | None, typer.Option(help="the owner's STEM.pub the key must be signed by")] = None,
+    owner_pub: Annotated[
+        Path | None, typer.Option(help="the owner's STEM.pub the key must be signed by")
+    ] = None,
     alpha: Annotated[float, typer.Option(help="false-accusation probability allowed")] = 1e-6,
     budget: Annotated[int | None, typer.Option(help="most single inputs to send")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
@@ -248,9 +306,10 @@ def verify_cmd(
     k = load_key(key)
     notes = check_owner(k, owner_pub)
     later = load_later_calibration(key, k)
-    oracle = _oracle(model, onnx, url, protocol, None, device)
-    verdict = verify(k, oracle, alpha=alpha, budget=budget, test=test.value if test else None,
-                     calibration=later)
+    oracle = _oracle(model, onnx, url, protocol, None, device, input_type.value)
+    verdict = verify(
+        k, oracle, alpha=alpha, budget=budget, test=test.value if test else None, calibration=later
+    )
     verdict = replace(verdict, notes=tuple(notes) + verdict.notes)
     if report is not None:
         from nnmark.verify.report import write_report
@@ -270,8 +329,10 @@ def verify_cmd(
 def _print_verdict(v: Any) -> None:
     word = {True: "[bold green]FOUND[/]", False: "[bold red]NOT FOUND[/]", None: "[yellow]NO VERDICT[/]"}
     out.print(f"watermark {word[v.watermarked]}  ({v.scheme}, test {v.test})")
-    out.print(f"  p-value {v.p_value:.3g} (alpha {v.alpha:g}); matches {v.matches}, "
-              f"threshold {v.threshold}, queries {v.queries}")
+    out.print(
+        f"  p-value {v.p_value:.3g} (alpha {v.alpha:g}); matches {v.matches}, "
+        f"threshold {v.threshold}, queries {v.queries}"
+    )
     if v.reason:
         out.print(f"  {v.reason}")
     for n in v.notes:
@@ -284,8 +345,15 @@ def attack(
     model: Annotated[Path, typer.Option(help="run folder to attack")],
     out_dir: Annotated[Path, typer.Option("--out", help="run folder to create")],
     data: Annotated[str, typer.Option(help="dataset the attacker draws from")] = "mnist5k",
-    attacker_fraction: Annotated[float, typer.Option(help="share of the training set the attacker holds")] = 0.1,
-    key: Annotated[list[Path] | None, typer.Option(help="keys to verify after the attack (repeatable)")] = None,
+    attacker_fraction: Annotated[
+        float, typer.Option(help="share of the training set the attacker holds")
+    ] = 0.1,
+    key: Annotated[
+        list[Path] | None, typer.Option(help="keys to verify after the attack (repeatable)")
+    ] = None,
+    owner: Annotated[
+        Path | None, typer.Option(help="piracy/forgery: the attacker's STEM.key (default: a new identity)")
+    ] = None,
     seed: Seed = 0,
     device: Device = "cpu",
     settings: Sets = None,
@@ -294,12 +362,16 @@ def attack(
 ) -> None:
     """Run a removal attack on a model and write the attacked model as a new run folder.
 
+    piracy and forgery also write the attacker's key (watermark.key, signed by the attacker) and,
+    without --owner, the attacker's attacker.pub into the folder.
+
     Example: nnmark attack finetune --model runs/wm --data mnist5k --out runs/wm-ft --set epochs=3
     """
-    from nnmark.attacks import ATTACKS, attacker_share
+    from nnmark.attacks import ATTACKS, ClaimAttack, attacker_share
     from nnmark.data import load_dataset
-    from nnmark.io import load_spec
-    from nnmark.keyfile import load_key
+    from nnmark.identity import load_owner, save_public
+    from nnmark.io import KEY_FILE, load_spec
+    from nnmark.keyfile import load_key, save_key
     from nnmark.oracle import TorchOracle
     from nnmark.training import evaluate
     from nnmark.verify.verifier import verify
@@ -310,17 +382,51 @@ def attack(
     spec = load_spec(model)
     dataset = load_dataset(data, data_dir)
     victim = load_model(model)
-    attacked = attack_obj(victim, spec, attacker_share(dataset, attacker_fraction, seed),
-                          _config(1, seed, device))
+    share = attacker_share(dataset, attacker_fraction, seed)
+    claim = None
+    if isinstance(attack_obj, ClaimAttack):
+        signer = load_owner(owner) if owner else None
+        claim = attack_obj.claim(
+            victim, spec, share, _config(1, seed, device), attacker=signer, victim_keys=keys
+        )
+        attacked = claim.model
+    else:
+        attacked = attack_obj(victim, spec, share, _config(1, seed, device))
     acc = evaluate(attacked, dataset.test_x, dataset.test_y)
-    save_model(attacked, out_dir, like=model, force=force,
-               metrics={"test_accuracy": acc, "attack": name, "attacked": str(model)})
-    out.print(f"{name}: test accuracy {evaluate(victim, dataset.test_x, dataset.test_y):.2%} -> {acc:.2%}; "
-              f"saved {out_dir}")
+    save_model(
+        attacked,
+        out_dir,
+        like=model,
+        force=force,
+        metrics={
+            "test_accuracy": acc,
+            "attack": name,
+            "attacked": str(model),
+            **(claim.metrics if claim else {}),
+        },
+    )
+    if claim is not None:
+        save_key(out_dir / KEY_FILE, claim.key, claim.signer)
+        if owner is None:
+            save_public(claim.signer.name, claim.signer.public_key_pem, out_dir / "attacker.pub")
+        key = [*(key or []), out_dir / KEY_FILE]
+        keys.append(claim.key)
+        out.print(f"{name}: the attacker's key {out_dir / KEY_FILE} is signed by {claim.signer.name!r}")
+        for stage in ("before", "after"):
+            if isinstance(claim.metrics.get(stage), dict):
+                parts = [f"{k} {v:.2%}" if isinstance(v, float) else f"{k} " + ", ".join(
+                    f"{n} {r:.2%}" for n, r in v.items()) for k, v in claim.metrics[stage].items()]
+                out.print(f"  {stage}: " + "; ".join(parts))
+    out.print(
+        f"{name}: test accuracy {evaluate(victim, dataset.test_x, dataset.test_y):.2%} -> {acc:.2%}; "
+        f"saved {out_dir}"
+    )
     for kpath, k in zip(key or [], keys, strict=True):
         v = verify(k, TorchOracle(attacked))
         state = {True: "found", False: "not found", None: "no verdict"}[v.watermarked]
         out.print(f"  {kpath}: watermark {state} (p-value {v.p_value:.3g}, {v.matches}/{v.queries})")
+        if v.watermarked is None or k.scheme == "li-null-embedding":
+            out.print(f"    {v.reason}")
 
 
 @app.command()
@@ -331,7 +437,7 @@ def calibrate(
 ) -> None:
     """Measure the chance match rate p0 on clean models; writes calibration.json beside the key.
 
-    Example: nnmark calibrate --key runs/wm/watermark.key --model runs/c1 --model runs/c2 --model runs/c3 --model runs/c4
+    Example: nnmark calibrate --key runs/wm/watermark.key --model runs/c1 --model runs/c2 --model runs/c3
     """
     from nnmark.calibration import calibrate_key
     from nnmark.keyfile import load_key, save_later_calibration
@@ -347,7 +453,9 @@ def calibrate(
     out.print(f"rates per clean model: {', '.join(f'{r:.3f}' for r in cal.rates)}")
     out.print(f"p0 = {cal.p0:.4f} ({cal.method}) -> {path}")
     if len(model) < 4:
-        err.print("nnmark: warning: fewer than 4 clean models; p0 is loose, add models trained by other recipes")
+        err.print(
+            "nnmark: warning: fewer than 4 clean models; p0 is loose, add models trained by other recipes"
+        )
 
 
 @app.command()
@@ -386,12 +494,18 @@ def key_info(
 
     Example: nnmark key info runs/wm/watermark.key
     """
+    from nnmark.identity import public_key_sha256
     from nnmark.keyfile import load_key
+    from nnmark.schemes import SCHEMES
 
     k = load_key(key)
+    hidden = {"secret", "pattern_seed"}
+    if k.scheme in SCHEMES:
+        hidden |= set(SCHEMES.get(k.scheme).secret_params)
     info = {
         "scheme": k.scheme,
         "owner": k.owner.name if k.owner else None,
+        "owner_public_key_sha256": public_key_sha256(k.owner.public_key_pem) if k.owner else None,
         "signed": k.signed,
         "commitment": k.commitment,
         "created": k.created,
@@ -401,7 +515,7 @@ def key_info(
         "calibrated": k.calibration is not None,
         "fingerprint": k.fingerprint,
         "format_version": k.version,
-        "params": {p: v for p, v in k.params.items() if p not in ("secret", "pattern_seed")},
+        "params": {p: v for p, v in k.params.items() if p not in hidden},
     }
     if as_json:
         sys.stdout.write(json.dumps(info) + "\n")
@@ -410,6 +524,9 @@ def key_info(
     for name, value in info.items():
         table.add_row(name, str(value))
     out.print(table)
+    if not k.signed:
+        out.print("unsigned: anyone could have written this key (embed with --owner STEM.key to sign)")
+    out.print("publish the commitment (e.g. in a dated public record): priority rests on when it was")
 
 
 @app.command("export-onnx")
@@ -426,6 +543,50 @@ def export_onnx(
 
     export(model, out_file, force=force)
     out.print(f"exported {model} -> {out_file}")
+
+
+@app.command()
+def serve(
+    model: Annotated[Path, typer.Option(help="run folder to serve")],
+    host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: every interface)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on (0: any free port)")] = 8000,
+    defense: Annotated[
+        Defense, typer.Option(help="reject: inputs far from the training images get a wrong label")
+    ] = Defense.none,
+    output: Annotated[ServeOutput, typer.Option(help="what predictions carry")] = ServeOutput.logits,
+    name: Annotated[
+        str | None, typer.Option(help="model name in TF-Serving/KServe URLs (default: the run folder's name)")
+    ] = None,
+    data_dir: DataDir = None,
+    seed: Seed = 0,
+) -> None:
+    """Serve a run's model over HTTP (nnmark, TF-Serving and KServe v2 protocols) until Ctrl-C.
+
+    Example: nnmark serve --model runs/wm --port 8000, then
+    nnmark verify --key runs/wm/watermark.key --url http://127.0.0.1:8000
+    """
+    from nnmark.serve import run_server
+
+    shown = name or model.resolve().name
+
+    def announce(url: str) -> None:
+        err.print(f"serving {model} at {url} (Ctrl-C stops)")
+        err.print(
+            f"  nnmark: {url}   tf-serving: {url}/v1/models/{shown}   kserve-v2: {url}/v2/models/{shown}",
+            soft_wrap=True,
+        )
+
+    run_server(
+        model,
+        host,
+        port,
+        defense.value,
+        announce=announce,
+        name=name,
+        output=output.value,
+        data_dir=data_dir,
+        seed=seed,
+    )
 
 
 @app.command("list")

@@ -44,10 +44,14 @@ def public_pem(key: Ed25519PublicKey) -> str:
 def generate_owner(name: str) -> OwnerKey:
     if not name.strip():
         raise NnmarkError("the owner name is empty; pass --owner 'Your Name'")
+    if any(not ch.isprintable() for ch in name):
+        raise NnmarkError("the owner name must be one line of printable characters")
     return OwnerKey(name=name.strip(), private_key=Ed25519PrivateKey.generate())
 
 
-def save_owner(owner: OwnerKey, stem: Path, passphrase: bytes | None = None, force: bool = False) -> tuple[Path, Path]:
+def save_owner(
+    owner: OwnerKey, stem: Path, passphrase: bytes | None = None, force: bool = False
+) -> tuple[Path, Path]:
     """Write ``STEM.key`` (PKCS#8 PEM, mode 0600, encrypted only with a passphrase) and ``STEM.pub``."""
     key_path, pub_path = Path(f"{stem}.key"), Path(f"{stem}.pub")
     for p in (key_path, pub_path):
@@ -56,9 +60,7 @@ def save_owner(owner: OwnerKey, stem: Path, passphrase: bytes | None = None, for
     enc: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     )
-    pem = owner.private_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc
-    )
+    pem = owner.private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
     header = f"{OWNER_HEADER}{owner.name}\n".encode()
     atomic_write_bytes(key_path, header + pem, mode=0o600)
     atomic_write_bytes(pub_path, header + owner.public_key_pem.encode("ascii"), mode=0o644)
@@ -70,14 +72,16 @@ def _split_header(raw: bytes, path: Path) -> tuple[str, bytes]:
     if not text.startswith(OWNER_HEADER):
         raise NnmarkError(f"{path} is not an nnmark owner file (make one with `nnmark keygen`)")
     first, _, rest = text.partition("\n")
-    return first[len(OWNER_HEADER):].strip(), rest.encode("ascii", errors="replace")
+    return first[len(OWNER_HEADER) :].strip(), rest.encode("ascii", errors="replace")
 
 
 def load_owner(path: str | Path, passphrase_env: str | None = None) -> OwnerKey:
     """Read ``STEM.key``; the passphrase, if any, comes from the environment variable named."""
     path = Path(path)
     if not path.is_file():
-        raise NnmarkError(f"owner key {path} not found; create one with `nnmark keygen --owner NAME --out STEM`")
+        raise NnmarkError(
+            f"owner key {path} not found; create one with `nnmark keygen --owner NAME --out STEM`"
+        )
     name, pem = _split_header(path.read_bytes(), path)
     password = None
     if passphrase_env:
@@ -88,7 +92,11 @@ def load_owner(path: str | Path, passphrase_env: str | None = None) -> OwnerKey:
     try:
         key = serialization.load_pem_private_key(pem, password=password)
     except TypeError as e:
-        raise NnmarkError(f"{path} is encrypted; name the variable holding its passphrase with --passphrase-env") from e
+        if password is not None:
+            raise NnmarkError(f"{path} is not encrypted; drop --passphrase-env") from e
+        raise NnmarkError(
+            f"{path} is encrypted; name the variable holding its passphrase with --passphrase-env"
+        ) from e
     except ValueError as e:
         raise NnmarkError(f"cannot read owner key {path} (wrong passphrase or corrupt file)") from e
     if not isinstance(key, Ed25519PrivateKey):
@@ -122,6 +130,18 @@ def verify_signature(public_key_pem: str, data: bytes, signature: bytes) -> bool
     except (InvalidSignature, NnmarkError):
         return False
     return True
+
+
+def save_public(name: str, public_key_pem: str, path: str | Path) -> Path:
+    """Write a ``STEM.pub`` file (the header line naming the owner, then the PEM)."""
+    path = Path(path)
+    atomic_write_bytes(path, f"{OWNER_HEADER}{name}\n{public_key_pem}".encode(), mode=0o644)
+    return path
+
+
+def public_key_sha256(public_key_pem: str) -> str:
+    """SHA-256 of the canonical PEM: a short way to compare public keys by eye."""
+    return sha256_hex(public_pem(parse_public(public_key_pem)).encode("ascii"))
 
 
 def same_public_key(pem_a: str, pem_b: str) -> bool:

@@ -27,6 +27,7 @@ from nnmark.io import CALIBRATION_FILE, atomic_write_bytes, read_json, write_jso
 from nnmark.types import Calibration, Key, Owner
 
 FORMAT = "nnmark-key"
+_FIELDS = {"format", "version", "body", "commitment", "signature"}
 VERSION = 1
 _DTYPES = {"float32": torch.float32, "int64": torch.int64, "uint8": torch.uint8}
 
@@ -107,6 +108,9 @@ def parse_key(data: bytes, where: str = "key") -> Key:
         raise NnmarkError(f"{where} has key format version {doc.get('version')}; this nnmark reads {VERSION}")
     if _canonical(doc) + b"\n" != data:
         raise KeyTamperedError(f"{where} was modified: its bytes are not the ones nnmark wrote")
+    if set(doc) != _FIELDS or not isinstance(doc["body"], dict):
+        # a renamed field would otherwise drop the signature and leave a valid-looking unsigned key
+        raise KeyTamperedError(f"{where} was modified: its fields are not the ones nnmark writes")
     body = doc["body"]
     body_bytes = _canonical(body)
     if identity.sha256_hex(body_bytes) != doc.get("commitment"):
@@ -114,11 +118,11 @@ def parse_key(data: bytes, where: str = "key") -> Key:
     signed = doc.get("signature") is not None
     owner_d = body.get("owner")
     if signed:
-        if not owner_d:
+        if not isinstance(owner_d, dict) or not isinstance(owner_d.get("public_key"), str):
             raise KeyTamperedError(f"{where} carries a signature but no owner public key")
         try:
             sig = base64.b64decode(doc["signature"], validate=True)
-        except ValueError as e:
+        except (ValueError, TypeError) as e:
             raise KeyTamperedError(f"{where}: the signature is corrupt") from e
         if not identity.verify_signature(owner_d["public_key"], body_bytes, sig):
             raise KeyTamperedError(f"{where}: the owner's signature does not verify; the key was altered")

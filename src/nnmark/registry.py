@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from nnmark.errors import NnmarkError
 
@@ -48,3 +50,16 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
+
+
+P = TypeVar("P", bound=BaseModel)
+
+
+def validate_params(params_cls: type[P], params: dict[str, Any], what: str) -> P:
+    """Build a frozen parameter model; unknown names or bad values become one NnmarkError line."""
+    try:
+        return params_cls(**params)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        known = ", ".join(params_cls.model_fields)
+        raise NnmarkError(f"bad parameter for {what}: {problems} (known: {known})") from None

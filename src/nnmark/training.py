@@ -190,7 +190,7 @@ class BatchMixer(Protocol):
     """
 
     def __call__(
-        self, x: Tensor, y: Tensor, gen: torch.Generator
+        self, x: Tensor, y: Tensor, gen: torch.Generator, /
     ) -> tuple[Tensor, Tensor, Tensor | None]: ...
 
 

@@ -21,10 +21,11 @@ from nnmark.data.base import ImageDataset
 from nnmark.errors import NnmarkError
 from nnmark.identity import OwnerKey
 from nnmark.io import KEY_FILE, METRICS_FILE, load_spec, load_state, new_folder, write_json, write_model_files
+from nnmark.keyfile import save_key
 from nnmark.models import MODELS, build_model
 from nnmark.schemes import SCHEMES, Scheme
-from nnmark.schemes.base import KeyMaterial
-from nnmark.keyfile import save_key
+from nnmark.schemes.base import KeyMaterial, add_output_classes
+from nnmark.schemes.ew import exponential_weighting
 from nnmark.training import TrainConfig, TrainResult, evaluate, train
 from nnmark.types import Key, ModelSpec
 
@@ -48,12 +49,14 @@ def parse_settings(pairs: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def split_training_settings(settings: dict[str, Any], base: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
+def split_training_settings(
+    settings: dict[str, Any], base: TrainConfig
+) -> tuple[TrainConfig, dict[str, Any]]:
     """Take the training settings (lr, batch_size, ...) out of ``settings``; return the rest."""
     train_set = {k: v for k, v in settings.items() if k in TRAINING_KEYS}
     rest = {k: v for k, v in settings.items() if k not in TRAINING_KEYS}
     names = {f.name for f in fields(TrainConfig)}
-    assert TRAINING_KEYS <= names
+    assert names >= TRAINING_KEYS
     try:
         config = replace(base, **train_set)
     except TypeError as e:
@@ -64,8 +67,15 @@ def split_training_settings(settings: dict[str, Any], base: TrainConfig) -> tupl
 def model_spec(arch: str, data: ImageDataset, extra_classes: int = 0, **arch_args: Any) -> ModelSpec:
     MODELS.get(arch)
     mean, std = data.channel_stats()
-    return ModelSpec(arch=arch, num_classes=data.num_classes + extra_classes, input_shape=data.input_shape,
-                     mean=tuple(mean), std=tuple(std), dataset=data.name, arch_args=dict(arch_args))
+    return ModelSpec(
+        arch=arch,
+        num_classes=data.num_classes + extra_classes,
+        input_shape=data.input_shape,
+        mean=tuple(mean),
+        std=tuple(std),
+        dataset=data.name,
+        arch_args=dict(arch_args),
+    )
 
 
 def fingerprint(model: torch.nn.Module) -> str:
@@ -77,8 +87,9 @@ def fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def metrics_json(model: torch.nn.Module, data: ImageDataset, result: TrainResult, device: str,
-                 **extra: Any) -> dict[str, Any]:
+def metrics_json(
+    model: torch.nn.Module, data: ImageDataset, result: TrainResult, device: str, **extra: Any
+) -> dict[str, Any]:
     acc = evaluate(model, data.test_x, data.test_y, device=device)
     return {
         "test_accuracy": acc,
@@ -100,10 +111,23 @@ class RunResult:
     commitment: str = ""
 
 
-def train_run(data_name: str, arch: str, config: TrainConfig, out: str | Path, *, force: bool = False,
-              progress: bool = True, data_dir: str | None = None) -> RunResult:
+def resolve_data(data: str | ImageDataset, data_dir: str | None = None) -> ImageDataset:
+    """A dataset by registry name, or an :class:`ImageDataset` the caller built."""
+    return data if isinstance(data, ImageDataset) else load_dataset(data, data_dir)
+
+
+def train_run(
+    data_name: str | ImageDataset,
+    arch: str,
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    data_dir: str | None = None,
+) -> RunResult:
     """Train a clean model and write its run folder."""
-    data = load_dataset(data_name, data_dir)
+    data = resolve_data(data_name, data_dir)
     spec = model_spec(arch, data)
     torch.manual_seed(config.seed)
     model = build_model(spec)
@@ -129,8 +153,14 @@ def load_model(run_dir: str | Path) -> torch.nn.Module:
     return model.eval()
 
 
-def save_model(model: torch.nn.Module, run_dir: str | Path, like: str | Path, *, force: bool = False,
-               metrics: dict[str, Any] | None = None) -> Path:
+def save_model(
+    model: torch.nn.Module,
+    run_dir: str | Path,
+    like: str | Path,
+    *,
+    force: bool = False,
+    metrics: dict[str, Any] | None = None,
+) -> Path:
     """Write ``model`` as a run folder; only the architecture comes from ``like`` (never its key)."""
     spec = load_spec(like)
     reference = build_model(spec)
@@ -147,71 +177,137 @@ def _owner_seed_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + 17)
 
 
-def build_key(scheme: Scheme, material: KeyMaterial, spec: ModelSpec, model: torch.nn.Module | None,
-              calibration: calib.Calibration | None = None) -> Key:
+def build_key(
+    scheme: Scheme,
+    material: KeyMaterial,
+    spec: ModelSpec,
+    model: torch.nn.Module | None,
+    calibration: calib.Calibration | None = None,
+) -> Key:
     assert material.labels is not None
     params = {**scheme.params.model_dump(), **material.params}
-    return Key(scheme=scheme.name, params=params, input_shape=spec.input_shape, num_classes=spec.num_classes,
-               inputs=material.inputs.float().contiguous(), labels=material.labels.long(),
-               tensors=material.tensors, calibration=calibration,
-               fingerprint=fingerprint(model) if model is not None else "")
+    return Key(
+        scheme=scheme.name,
+        params=params,
+        input_shape=spec.input_shape,
+        num_classes=spec.num_classes,
+        inputs=material.inputs.float().contiguous(),
+        labels=material.labels.long(),
+        tensors=material.tensors,
+        calibration=calibration,
+        fingerprint=fingerprint(model) if model is not None else "",
+    )
 
 
-def embed_run(scheme_name: str, settings: dict[str, Any], data_name: str, arch: str, config: TrainConfig,
-              out: str | Path, *, from_run: str | Path | None = None, calibrate: int = 4,
-              owner: OwnerKey | None = None, force: bool = False, progress: bool = True,
-              data_dir: str | None = None) -> RunResult:
+def embed_run(
+    scheme_name: str,
+    settings: dict[str, Any],
+    data_name: str | ImageDataset,
+    arch: str,
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    from_run: str | Path | None = None,
+    calibrate: int = 4,
+    owner: OwnerKey | None = None,
+    force: bool = False,
+    progress: bool = True,
+    data_dir: str | None = None,
+) -> RunResult:
     """Train (or fine-tune ``from_run``) a watermarked model and write its run folder and key."""
     config, scheme_params = split_training_settings(settings, config)
     scheme = SCHEMES.get(scheme_name)(owner=owner, **scheme_params)
-    data = load_dataset(data_name, data_dir)
+    data = resolve_data(data_name, data_dir)
     if from_run is not None:
         spec = load_spec(from_run)
         if spec.input_shape != data.input_shape:
-            raise NnmarkError(f"{from_run} takes {spec.input_shape} inputs but {data_name} has {data.input_shape}")
+            raise NnmarkError(
+                f"{from_run} takes {spec.input_shape} inputs but {data.name} has {data.input_shape}"
+            )
         base_model = load_model(from_run)
-        if scheme.extra_classes:
-            raise NnmarkError(f"{scheme_name} adds an output class and cannot start from an existing model")
+        if scheme.extra_classes:  # a new-label scheme: the trained model gets its extra output(s)
+            if spec.num_classes != data.num_classes:
+                raise NnmarkError(
+                    f"{from_run} has {spec.num_classes} outputs, "
+                    f"not the {data.num_classes} classes of {data.name}"
+                )
+            base_model = add_output_classes(base_model, scheme.extra_classes)
+            spec = replace(spec, num_classes=spec.num_classes + scheme.extra_classes)
+        scheme.start_from(Path(from_run))
     else:
         spec = model_spec(arch, data, scheme.extra_classes)
         base_model = None
     if calibrate < 0:
         raise NnmarkError("--calibrate must be 0 or more")
     with new_folder(out, force) as tmp:
-        material = scheme.generate(data, _owner_seed_generator(config.seed))
-        clean_spec = replace(spec, num_classes=data.num_classes)
-        references = calib.train_reference_models(data, clean_spec, config, calibrate, progress) if calibrate else []
-        preds = calib.predictions([m for m, _ in references], material.inputs)
-        material = scheme.assign_labels(material, data.num_classes, preds)
-        assert material.labels is not None
-        calibration = None
-        if references:
-            kept = calib.predictions([m for m, _ in references], material.inputs)
-            calibration = calib.calibration_from_predictions(kept, material.labels, [d for _, d in references])
-        key = build_key(scheme, material, spec, None, calibration)
         if base_model is not None:
             model = base_model
         else:
             torch.manual_seed(config.seed)
             model = build_model(spec)
-        result = scheme_train(scheme, model, data, key, config, progress)
+        pre_seconds, pretrained = 0.0, base_model is not None
+        if scheme.retrains() and not pretrained:  # train normally first, then embed by retraining
+            pre = train(model, data.train_x, data.train_y, config, progress=progress, description="train")
+            pre_seconds, pretrained = pre.seconds, True
+        gen = _owner_seed_generator(config.seed)
+        material = scheme.craft(model, data, scheme.generate(data, gen), gen)
+        clean_spec = replace(spec, num_classes=data.num_classes)
+        calibrate = calibrate if scheme.needs_calibration else 0  # p0 known from how keys are made
+        references = (
+            calib.train_reference_models(data, clean_spec, config, calibrate, progress) if calibrate else []
+        )
+        preds = calib.predictions([m for m, _ in references], material.inputs)
+        material = scheme.assign_labels(material, data.num_classes, preds)
+        assert material.labels is not None
+        calibration = None
+        if references:
+            q_inputs, q_labels = scheme.calibration_queries(
+                material.inputs, material.labels, {**scheme.params.model_dump(), **material.params}
+            )
+            kept = calib.predictions([m for m, _ in references], q_inputs)
+            calibration = calib.calibration_from_predictions(kept, q_labels, [d for _, d in references])
+        key = build_key(scheme, material, spec, None, calibration)
+        retrain_epochs = int(getattr(scheme.params, "retrain_epochs", 0))
+        embed_config = replace(config, epochs=retrain_epochs) if pretrained and retrain_epochs else config
+        result = scheme_train(scheme, model, data, key, embed_config, progress)
+        result = replace(result, seconds=result.seconds + pre_seconds)
         key = replace(key, fingerprint=fingerprint(model))
-        wm_acc = float((calib.predictions([model.cpu()], key.inputs)[0] == key.labels).float().mean())
-        metrics = metrics_json(model, data, result, config.device, watermark_accuracy=wm_acc, scheme=scheme_name,
-                               from_run=str(from_run) if from_run else None, calibration_models=calibrate)
+        wm_acc = scheme.watermark_accuracy(model.cpu(), key)
+        metrics = metrics_json(
+            model,
+            data,
+            result,
+            config.device,
+            watermark_accuracy=wm_acc,
+            scheme=scheme_name,
+            from_run=str(from_run) if from_run else None,
+            calibration_models=calibrate,
+            pretrain_seconds=round(pre_seconds, 3),
+            **scheme.metrics(model.cpu(), key),
+        )
         write_model_files(tmp, model, spec)
         write_json(tmp / METRICS_FILE, metrics)
         commitment = save_key(tmp / KEY_FILE, key, owner)
     return RunResult(Path(out), metrics, key, commitment)
 
 
-def scheme_train(scheme: Scheme, model: torch.nn.Module, data: ImageDataset, key: Key, config: TrainConfig,
-                 progress: bool) -> TrainResult:
-    """Train with the scheme's keys mixed into every batch (schemes may override ``embed``)."""
-    embed = getattr(scheme, "embed", None)
-    if callable(embed):
-        result = embed(model, data, key, config, progress)
-        assert isinstance(result, TrainResult)
-        return result
-    return train(model, data.train_x, data.train_y, config, mixer=scheme.mixer(key), progress=progress,
-                 description=f"embed {scheme.name}")
+def scheme_train(
+    scheme: Scheme, model: torch.nn.Module, data: ImageDataset, key: Key, config: TrainConfig, progress: bool
+) -> TrainResult:
+    """Train with the scheme's keys mixed into every batch (schemes may override ``embed``); with
+    ``ew`` > 0 through exponential-weighting layers, folded into the weights afterwards."""
+    with exponential_weighting(model, float(getattr(scheme.params, "ew", 0.0))):
+        embed = getattr(scheme, "embed", None)
+        if callable(embed):
+            result = embed(model, data, key, config, progress)
+            assert isinstance(result, TrainResult)
+            return result
+        return train(
+            model,
+            data.train_x,
+            data.train_y,
+            config,
+            mixer=scheme.mixer(key),
+            progress=progress,
+            description=f"embed {scheme.name}",
+        )

@@ -1,23 +1,27 @@
 """Attacks a thief runs to remove or evade a watermark.
 
 Removal attacks (``attacks/removal``) take a model and the attacker's data and return a new
-model; the victim module is never modified in place.
+model; the victim module is never modified in place. Claim attacks (``attacks/piracy``) also
+produce a key signed with the attacker's identity: an ownership claim of their own.
 """
 
 from __future__ import annotations
 
 import abc
 import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from nnmark.data.base import ImageDataset
 from nnmark.errors import NnmarkError
-from nnmark.registry import Registry
+from nnmark.identity import OwnerKey, generate_owner
+from nnmark.registry import Registry, validate_params
 from nnmark.training import TrainConfig
-from nnmark.types import ModelSpec
+from nnmark.types import Key, ModelSpec
 
 
 class AttackParams(BaseModel):
@@ -31,22 +35,23 @@ class RemovalAttack(abc.ABC):
     Params: ClassVar[type[AttackParams]] = AttackParams
 
     def __init__(self, **params: Any) -> None:
-        try:
-            self.params = self.Params(**params)
-        except ValidationError as e:
-            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
-            raise NnmarkError(
-                f"bad parameter for attack {self.name}: {problems} (known: {', '.join(self.Params.model_fields)})"
-            ) from None
+        self.params = validate_params(self.Params, params, f"attack {self.name}")
 
-    def __call__(self, model: torch.nn.Module, spec: ModelSpec, data: ImageDataset, config: TrainConfig,
-                 progress: bool = True) -> torch.nn.Module:
+    def __call__(
+        self,
+        model: torch.nn.Module,
+        spec: ModelSpec,
+        data: ImageDataset,
+        config: TrainConfig,
+        progress: bool = True,
+    ) -> torch.nn.Module:
         victim = copy.deepcopy(model).cpu()
         return self.run(victim, spec, data, config, progress)
 
     @abc.abstractmethod
-    def run(self, model: torch.nn.Module, spec: ModelSpec, data: ImageDataset, config: TrainConfig,
-            progress: bool) -> torch.nn.Module:
+    def run(
+        self, model: torch.nn.Module, spec: ModelSpec, data: ImageDataset, config: TrainConfig, progress: bool
+    ) -> torch.nn.Module:
         """Attack ``model`` (a private copy) with the attacker's ``data``."""
 
     @classmethod
@@ -57,6 +62,57 @@ class RemovalAttack(abc.ABC):
     @classmethod
     def parameter_table(cls) -> list[tuple[str, str, str]]:
         return [(n, repr(f.default), f.description or "") for n, f in cls.Params.model_fields.items()]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What an ownership attack presents: a model, a key signed with the attacker's identity, and
+    the numbers measured on the way (accuracy, watermark rates before and after)."""
+
+    model: torch.nn.Module
+    key: Key
+    signer: OwnerKey
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class ClaimAttack(RemovalAttack):
+    """An attack that ends in an ownership claim (Li 2019's piracy, key forgery): besides a model it
+    produces a key signed with the attacker's own identity. As a removal attack it returns the model."""
+
+    def claim(
+        self,
+        model: torch.nn.Module,
+        spec: ModelSpec,
+        data: ImageDataset,
+        config: TrainConfig,
+        *,
+        attacker: OwnerKey | None = None,
+        victim_keys: Sequence[Key] = (),
+        progress: bool = True,
+    ) -> Claim:
+        """Attack a private copy of ``model``; ``victim_keys`` (the owner's, if known) are only measured."""
+        signer = attacker or generate_owner(f"{self.name} attacker")
+        victim = copy.deepcopy(model).cpu()
+        return self.make_claim(victim, spec, data, config, signer, list(victim_keys), progress)
+
+    @abc.abstractmethod
+    def make_claim(
+        self,
+        model: torch.nn.Module,
+        spec: ModelSpec,
+        data: ImageDataset,
+        config: TrainConfig,
+        attacker: OwnerKey,
+        victim_keys: list[Key],
+        progress: bool,
+    ) -> Claim:
+        """Build the claim from ``model`` (a private copy) and the attacker's ``data``."""
+
+    def run(
+        self, model: torch.nn.Module, spec: ModelSpec, data: ImageDataset, config: TrainConfig, progress: bool
+    ) -> torch.nn.Module:
+        attacker = generate_owner(f"{self.name} attacker")
+        return self.make_claim(model, spec, data, config, attacker, [], progress).model
 
 
 ATTACKS: Registry[type[RemovalAttack]] = Registry("attack")
@@ -73,5 +129,12 @@ def attacker_share(data: ImageDataset, fraction: float, seed: int) -> ImageDatas
         raise NnmarkError(f"--attacker-fraction must be in (0, 1], got {fraction}")
     n = max(1, round(len(data.train_x) * fraction))
     idx = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(seed + 99991))[:n]
-    return ImageDataset(data.name, data.train_x[idx], data.train_y[idx], data.test_x, data.test_y,
-                        data.num_classes, data.class_names)
+    return ImageDataset(
+        data.name,
+        data.train_x[idx],
+        data.train_y[idx],
+        data.test_x,
+        data.test_y,
+        data.num_classes,
+        data.class_names,
+    )

@@ -97,7 +97,7 @@ def _check_classes(num_classes: int) -> int:
     return int(num_classes)
 
 
-def build_model(spec: ModelSpec) -> nn.Module:
+def build_model(spec: ModelSpec) -> nn.Sequential:
     """Build ``nn.Sequential(Normalize(spec.mean, spec.std), body)`` from a :class:`ModelSpec`.
 
     The result takes float32 inputs in [0, 1], N×C×H×W, and returns all logits N×classes. Its
@@ -146,4 +146,4 @@ def model_parameters(name: str) -> dict[str, object]:
 
 
 # Importing the families registers them.
-from nnmark.models import digit_cnn, dnn, resnet  # noqa: F401
+from nnmark.models import digit_cnn, dnn, resnet  # noqa: E402,F401

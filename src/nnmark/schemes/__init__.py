@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from nnmark.schemes import zhang  # noqa: F401  (registers the schemes)
+from nnmark.schemes import (  # noqa: F401  (registers the schemes)
+    adi,
+    afs,
+    deepsigns,
+    label_change,
+    null_embedding,
+    zhang,
+    zhong,
+)
 from nnmark.schemes.base import (
     SCHEMES,
     KeyBatchMixer,

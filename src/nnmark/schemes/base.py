@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from nnmark.data.base import ImageDataset
 from nnmark.errors import NnmarkError
 from nnmark.identity import OwnerKey
 from nnmark.oracle import Oracle
-from nnmark.registry import Registry
+from nnmark.registry import Registry, validate_params
 from nnmark.types import Key, Verdict
 
 
@@ -29,6 +30,16 @@ class SchemeParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     keys_per_batch: int = Field(2, ge=1, description="key samples appended to every training batch")
+    ew: float = Field(
+        0.0,
+        ge=0.0,
+        le=1000.0,
+        description="exponential weighting T (Namba 2019 Eq. 11-12; 0 = off, paper: 2): train normally, "
+        "then retrain on X ∪ K through EW layers, folded into the saved weights",
+    )
+    retrain_epochs: int = Field(
+        0, ge=0, description="epochs of embedding into a trained model (ew, afs, --from); 0: --epochs"
+    )
 
 
 @dataclass(frozen=True)
@@ -71,22 +82,40 @@ class Scheme(abc.ABC):
     extra_classes: ClassVar[int] = 0
     tests: ClassVar[tuple[str, ...]] = ("binomial", "threshold", "sprt")
     default_test: ClassVar[str] = "binomial"
+    #: the key material follows from the owner's signature over a message naming the owner (Li 2019),
+    #: so a signed key cannot be made up afterwards by someone else
+    signature_bound: ClassVar[bool] = False
+    #: parameters that reveal the key inputs; ``nnmark key info`` never prints them
+    secret_params: ClassVar[tuple[str, ...]] = ()
+    #: keys are embedded by retraining a trained model (AFS, DeepSigns): embed_run trains normally
+    #: first (unless --from) and calls :meth:`craft` on the trained model
+    trains_first: ClassVar[bool] = False
+    #: p0 must be measured on clean reference models; False where it follows from how keys are made
+    #: (random labels, a new class): embed_run then trains no reference models
+    needs_calibration: ClassVar[bool] = True
 
     def __init__(self, owner: OwnerKey | None = None, **params: Any) -> None:
         #: the owner's signing identity, for schemes that derive keys from a signature (Li 2019)
         self.owner = owner
-        try:
-            self.params = self.Params(**params)
-        except ValidationError as e:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
-            )
-            known = ", ".join(self.Params.model_fields)
-            raise NnmarkError(f"bad parameter for scheme {self.name}: {problems} (known: {known})") from None
+        self.params = validate_params(self.Params, params, f"scheme {self.name}")
 
     @abc.abstractmethod
     def generate(self, data: ImageDataset, gen: torch.Generator) -> KeyMaterial:
         """Make key inputs from the owner's seed (``gen``) and the owner's data."""
+
+    def retrains(self) -> bool:
+        """Train normally, then embed by retraining (``trains_first`` schemes and ``ew`` > 0)."""
+        return self.trains_first or float(getattr(self.params, "ew", 0.0)) > 0
+
+    def craft(
+        self, model: torch.nn.Module, data: ImageDataset, material: KeyMaterial, gen: torch.Generator
+    ) -> KeyMaterial:
+        """Finish keys that depend on the trained ``model`` (AFS); called after pre-training."""
+        return material
+
+    def metrics(self, model: torch.nn.Module, key: Key) -> dict[str, Any]:
+        """Scheme-specific numbers for ``metrics.json`` (e.g. accuracy on fresh keys)."""
+        return {}
 
     def candidate_targets(self, material: KeyMaterial, num_classes: int) -> list[int]:
         return list(range(num_classes))
@@ -122,6 +151,22 @@ class Scheme(abc.ABC):
             tensors=material.tensors,
             params={**material.params, "target": target},
         )
+
+    def start_from(self, run: Path) -> None:
+        """Called by ``embed --from RUN`` before ``generate``: training continues from that run."""
+        del run  # most schemes need nothing from the earlier run
+
+    def calibration_queries(
+        self, inputs: torch.Tensor, labels: torch.Tensor, params: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (inputs, labels) whose match rate on clean models is p0; by default the key itself."""
+        return inputs, labels
+
+    def watermark_accuracy(self, model: torch.nn.Module, key: Key) -> float:
+        """Share of key answers the model gets right (recorded in ``metrics.json``)."""
+        from nnmark.oracle import TorchOracle
+
+        return float((TorchOracle(model.cpu()).labels(key.inputs) == key.labels).float().mean())
 
     def mixer(self, key: Key) -> KeyBatchMixer:
         return KeyBatchMixer(key.inputs, key.labels, self.params.keys_per_batch)
@@ -161,3 +206,24 @@ def register_scheme(cls: type[Scheme]) -> type[Scheme]:
     """Class decorator: registers a scheme under its ``name``."""
     SCHEMES.register(cls.name)(cls)
     return cls
+
+
+def add_output_classes(model: torch.nn.Module, extra: int) -> torch.nn.Module:
+    """Give a classifier ``extra`` more outputs (in place): its last ``Linear`` layer gets new rows,
+    freshly initialised; the old outputs are unchanged. For new-label schemes embedded with --from."""
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            last = (name, module)
+    if last is None:
+        raise NnmarkError("the model has no final Linear layer to add an output class to")
+    name, old = last
+    new = torch.nn.Linear(old.in_features, old.out_features + extra, bias=old.bias is not None)
+    new = new.to(old.weight.device, old.weight.dtype)
+    with torch.no_grad():
+        new.weight[: old.out_features] = old.weight
+        if old.bias is not None and new.bias is not None:
+            new.bias[: old.out_features] = old.bias
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+    return model

@@ -43,11 +43,13 @@ class ZhangNoiseParams(ZhangParams):
 class ZhangUnrelatedParams(ZhangParams):
     source: str = Field(
         "font",
-        description="'font' (letters drawn from DejaVu fonts) or a dataset name (fashion-mnist, emnist, mnist, ...)",
+        description="'font' (letters drawn from DejaVu fonts) or a dataset: fashion-mnist, emnist, mnist",
     )
 
 
-def _sample_training_images(data: ImageDataset, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _sample_training_images(
+    data: ImageDataset, n: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     idx = torch.randperm(len(data.train_x), generator=gen)[:n]
     return data.train_x[idx].float().div(255), data.train_y[idx].clone()
 

@@ -51,9 +51,18 @@ def verify(
         key = replace(key, calibration=calibration)
     verdict = scheme.verify(key, oracle, test, alpha)
     notes = list(verdict.notes)
-    if key.owner is None:
-        notes.append("unsigned key: it proves nothing about who made it (embed with --owner STEM.key)")
-    elif key.signed:
+    if not key.signed or key.owner is None:
+        named = f" (it names {key.owner.name!r}, but carries no signature)" if key.owner else ""
+        notes.append(
+            f"unsigned key{named}: it proves nothing about who made it (embed with --owner STEM.key)"
+        )
+    elif scheme.signature_bound:
+        notes.append(
+            f"signed by {key.owner.name}; the watermark follows from {key.owner.name}'s signature over a "
+            f"message naming {key.owner.name}, so no one else can have made it (the time in the message is "
+            "the signer's own claim)"
+        )
+    else:
         notes.append(
             f"signed by {key.owner.name}; a signature proves who, not when: priority rests on when "
             f"commitment {key.commitment[:16]}… was published"
@@ -87,19 +96,55 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, alpha: fl
         notes: tuple[str, ...] = ()
         if p0 is None:
             notes = ("the threshold test ignores chance: without calibration no p-value exists",)
-        return Verdict(key.scheme, test, found, p_value, alpha, oracle.queries, matches, threshold,
-                       p0, reason, notes, evidence)
+        return Verdict(
+            key.scheme,
+            test,
+            found,
+            p_value,
+            alpha,
+            oracle.queries,
+            matches,
+            threshold,
+            p0,
+            reason,
+            notes,
+            evidence,
+        )
     if p0 is None:
-        return Verdict(key.scheme, test, None, math.nan, alpha, oracle.queries, matches, n + 1,
-                       None, p0_source, (), evidence)
+        return Verdict(
+            key.scheme,
+            test,
+            None,
+            math.nan,
+            alpha,
+            oracle.queries,
+            matches,
+            n + 1,
+            None,
+            p0_source,
+            (),
+            evidence,
+        )
     p_value = stats.binomial_p_value(matches, n, p0)
     threshold = stats.binomial_threshold(n, p0, alpha)
     reason = (
         f"{matches}/{n} key answers match; a model never trained on the keys matches at most "
         f"{p0:.3f} of them ({p0_source})"
     )
-    return Verdict(key.scheme, test, p_value <= alpha, p_value, alpha, oracle.queries, matches,
-                   threshold, p0, reason, (), evidence)
+    return Verdict(
+        key.scheme,
+        test,
+        p_value <= alpha,
+        p_value,
+        alpha,
+        oracle.queries,
+        matches,
+        threshold,
+        p0,
+        reason,
+        (),
+        evidence,
+    )
 
 
 def _sprt(scheme: Scheme, key: Key, oracle: Oracle, alpha: float, p0: float | None, src: str) -> Verdict:
@@ -122,8 +167,20 @@ def _sprt(scheme: Scheme, key: Key, oracle: Oracle, alpha: float, p0: float | No
         f"Wald SPRT (p0 {p0:.3f} vs p1 {test.p1:.2f}) stopped after {test.n} queries with "
         f"{test.matches} matches" + ("" if decision is not None else " (keys or budget ran out)")
     )
-    return Verdict(key.scheme, "sprt", watermarked, p_value, alpha, oracle.queries, test.matches,
-                   0, p0, reason, (), {"p0_source": src, "log_likelihood_ratio": test.llr})
+    return Verdict(
+        key.scheme,
+        "sprt",
+        watermarked,
+        p_value,
+        alpha,
+        oracle.queries,
+        test.matches,
+        0,
+        p0,
+        reason,
+        (),
+        {"p0_source": src, "log_likelihood_ratio": test.llr},
+    )
 
 
 def check_owner(key: Key, owner_pub: str | Path | None) -> list[str]:
@@ -132,8 +189,10 @@ def check_owner(key: Key, owner_pub: str | Path | None) -> list[str]:
 
     if owner_pub is None:
         if key.signed and key.owner is not None:
-            return [f"signature checked against the public key inside the key file ({key.owner.name}); "
-                    "pass --owner-pub STEM.pub to check it against the owner's published key"]
+            return [
+                f"signature checked against the public key inside the key file ({key.owner.name}); "
+                "pass --owner-pub STEM.pub to check it against the owner's published key"
+            ]
         return []
     name, pem = identity.load_public(owner_pub)
     if not key.signed or key.owner is None:

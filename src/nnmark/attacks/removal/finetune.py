@@ -26,8 +26,9 @@ class FineTune(RemovalAttack):
     name = "finetune"
     Params = FineTuneParams
 
-    def run(self, model: torch.nn.Module, spec: ModelSpec, data: ImageDataset, config: TrainConfig,
-            progress: bool) -> torch.nn.Module:
+    def run(
+        self, model: torch.nn.Module, spec: ModelSpec, data: ImageDataset, config: TrainConfig, progress: bool
+    ) -> torch.nn.Module:
         p = self.params
         assert isinstance(p, FineTuneParams)
         cfg = replace(config, epochs=p.epochs, lr=p.lr, optimizer="adam", schedule="none")

@@ -66,8 +66,9 @@ class Prune(RemovalAttack):
     name = "prune"
     Params = PruneParams
 
-    def run(self, model: torch.nn.Module, spec: ModelSpec, data: ImageDataset, config: TrainConfig,
-            progress: bool) -> torch.nn.Module:
+    def run(
+        self, model: torch.nn.Module, spec: ModelSpec, data: ImageDataset, config: TrainConfig, progress: bool
+    ) -> torch.nn.Module:
         p = self.params
         assert isinstance(p, PruneParams)
         masks = prune_masks(model, p.rate)
@@ -76,7 +77,9 @@ class Prune(RemovalAttack):
             keeper = _MaskKeeper(model, masks)
             try:
                 cfg = replace(config, epochs=p.epochs, lr=p.lr, optimizer="adam", weight_decay=0.0)
-                train(model, data.train_x, data.train_y, cfg, progress=progress, description="attack: retrain")
+                train(
+                    model, data.train_x, data.train_y, cfg, progress=progress, description="attack: retrain"
+                )
             finally:
                 keeper.remove()
             apply_masks(model, masks)  # Adam's momentum can move a zero weight; pin them again

@@ -1,0 +1,120 @@
+"""Piracy attack of Li et al., "Piracy Resistant Watermarks for Deep Neural Networks" (2019), Sec. 4
+and 7.2: the thief embeds its *own* null-embedding watermark into the owner's model, so that it
+can claim the model too.
+
+The attacker derives a watermark from its own signature (the same Transform as the owner, see
+:mod:`nnmark.schemes.null_embedding`) and trains the stolen model on its own images with the
+dual-embedding loss — 5,000 images where its share allows (the paper's attacker), else its whole
+share — for 10 epochs (Digit), at the last learning rate of the owner's training (nnmark's
+default recipe: Adam 1e-3, constant). The claim is the pirated model with the pirate's key,
+signed by the attacker.
+
+Paper, Table 3 (Digit): normal accuracy 98.72 % → 19.02 %, owner watermark 98.51 % → 1.21 %,
+pirate watermark 9.31 %: the pirated model is useless and carries neither watermark. The
+numbers measured here are in ``Claim.metrics`` (before/after accuracy, φ_null and φ_true of the
+owner's and the pirate's watermark).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import torch
+from pydantic import Field
+
+from nnmark.attacks.base import AttackParams, Claim, ClaimAttack, register_attack
+from nnmark.data.base import ImageDataset
+from nnmark.identity import OwnerKey
+from nnmark.schemes.null_embedding import DEFAULT_LAMBDA, SCHEME_NAME, NullEmbedding, null_rates
+from nnmark.training import TrainConfig, evaluate, train
+from nnmark.types import Key, ModelSpec
+
+
+class PiracyParams(AttackParams):
+    epochs: int = Field(10, ge=1, description="epochs of pirate embedding (Li: 10 for Digit)")
+    images: int = Field(5000, ge=1, description="attacker images used, at most its share (Li: 5,000)")
+    lr: float = Field(1e-3, gt=0, description="learning rate (Adam; the owner's last rate)")
+    batch_size: int = Field(64, ge=1, description="images per step")
+    lam: float | None = Field(
+        None, gt=0, description="λ of the pirate stamp (default: the owner key's, else 20)"
+    )
+    alpha: float = Field(0.5, gt=0, description="α of the pirate's dual embedding")
+    beta: float = Field(0.5, gt=0, description="β of the pirate's dual embedding")
+    probes: int = Field(200, ge=1, description="held-out probes in the pirate's key")
+
+
+def _rates(model: torch.nn.Module, key: Key) -> dict[str, float]:
+    phi_null, phi_true = null_rates(model, key)
+    return {"phi_null": phi_null, "phi_true": phi_true}
+
+
+@register_attack
+class Piracy(ClaimAttack):
+    """Piracy (Li 2019): embed the attacker's own null watermark into the stolen model (10 epochs)."""
+
+    name = "piracy"
+    Params = PiracyParams
+
+    def make_claim(
+        self,
+        model: torch.nn.Module,
+        spec: ModelSpec,
+        data: ImageDataset,
+        config: TrainConfig,
+        attacker: OwnerKey,
+        victim_keys: list[Key],
+        progress: bool,
+    ) -> Claim:
+        from nnmark.workflow import build_key, fingerprint
+
+        p = self.params
+        assert isinstance(p, PiracyParams)
+        owner_keys = [k for k in victim_keys if k.scheme == SCHEME_NAME]
+        lam = (
+            p.lam
+            if p.lam is not None
+            else (float(owner_keys[0].params["lam"]) if owner_keys else DEFAULT_LAMBDA)
+        )
+        n = min(p.images, len(data.train_x))
+        own = replace(data, train_x=data.train_x[:n], train_y=data.train_y[:n])
+        scheme = NullEmbedding(
+            owner=attacker, lam=lam, alpha=p.alpha, beta=p.beta, probes=p.probes, tag="piracy"
+        )
+        material = scheme.generate(own, torch.Generator().manual_seed(config.seed + 4242))
+        key = build_key(scheme, material, spec, None)
+
+        def measure() -> dict[str, Any]:
+            out: dict[str, Any] = {
+                "accuracy": evaluate(model, data.test_x, data.test_y),
+                "pirate": _rates(model, key),
+            }
+            for i, k in enumerate(owner_keys):
+                out["owner" if i == 0 else f"owner_{i + 1}"] = _rates(model, k)
+            return out
+
+        before = measure()
+        cfg = replace(
+            config, epochs=p.epochs, lr=p.lr, batch_size=p.batch_size, optimizer="adam", schedule="none"
+        )
+        train(
+            model,
+            own.train_x,
+            own.train_y,
+            cfg,
+            mixer=scheme.mixer(key),
+            progress=progress,
+            description="attack: piracy",
+        )
+        model = model.cpu().eval()
+        after = measure()
+        key = replace(key, fingerprint=fingerprint(model))
+        metrics = {
+            "attack": self.name,
+            "images": n,
+            "epochs": p.epochs,
+            "lam": lam,
+            "before": before,
+            "after": after,
+        }
+        return Claim(model, key, attacker, metrics)

@@ -1,0 +1,104 @@
+"""Bring your own model and training loop.
+
+Most owners already have a model and a training script. These helpers give any scheme's keys as a
+``torch.utils.data.Dataset`` and mix them into the owner's own loader, so a model that is not in
+nnmark's registry can carry a watermark; :func:`nnmark.verify` then works on the ``nn.Module``
+through :class:`~nnmark.oracle.TorchOracle`. See ``examples/own_training_loop.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from nnmark.calibration import calibrate_key, predictions
+from nnmark.data.base import ImageDataset
+from nnmark.errors import NnmarkError
+from nnmark.schemes import SCHEMES
+from nnmark.types import Key
+
+
+class KeyDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """The key samples of a watermark: (float32 C×H×W image in [0, 1], int64 label) pairs."""
+
+    def __init__(self, key: Key) -> None:
+        self.inputs, self.labels = key.inputs, key.labels
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inputs[i], self.labels[i]
+
+
+def keys_dataset(key: Key) -> KeyDataset:
+    return KeyDataset(key)
+
+
+def make_key(
+    scheme: str,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    num_classes: int,
+    *,
+    seed: int = 0,
+    clean_models: Sequence[torch.nn.Module] = (),
+    **params: Any,
+) -> Key:
+    """Generate a scheme's key from the owner's own data (uint8 N×C×H×W or float in [0, 1]).
+
+    Shared-target schemes pick their target from ``clean_models`` (models trained without the
+    keys, by other seeds or recipes; at least 4 advised) and are calibrated on them; or pass
+    ``target=CLASS`` and calibrate later with :func:`calibrate`.
+    """
+    from nnmark.workflow import build_key
+
+    x = train_x if train_x.dtype == torch.uint8 else (train_x.clamp(0, 1) * 255).round().to(torch.uint8)
+    if x.ndim != 4:
+        raise NnmarkError(f"train_x must be N×C×H×W, got shape {tuple(train_x.shape)}")
+    data = ImageDataset("own", x, train_y.long(), x[:0], train_y[:0].long(), num_classes)
+    cls = SCHEMES.get(scheme)
+    obj = cls(**params)
+    material = obj.generate(data, torch.Generator().manual_seed(seed * 1_000_003 + 17))
+    preds = predictions(list(clean_models), material.inputs) if clean_models else []
+    material = obj.assign_labels(material, num_classes, preds)
+    from nnmark.types import ModelSpec
+
+    c, h, w = data.input_shape
+    spec = ModelSpec("own", num_classes + cls.extra_classes, (c, h, w), (0.0,) * c, (1.0,) * c)
+    key = build_key(obj, material, spec, None)
+    if clean_models:
+        key = calibrate(key, clean_models)
+    return key
+
+
+def calibrate(key: Key, clean_models: Sequence[torch.nn.Module]) -> Key:
+    """Return ``key`` with a calibration measured on ``clean_models``."""
+    cal = calibrate_key(key, clean_models, [m.__class__.__name__ for m in clean_models])
+    return replace(key, calibration=cal)
+
+
+def mix_keys(
+    loader: Iterable[Sequence[torch.Tensor]], key: Key, per_batch: int = 2, seed: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Wrap the owner's loader: every (x, y) batch comes back with ``per_batch`` key samples appended.
+
+    Batches must hold float images in [0, 1] shaped like the keys (apply your normalisation inside
+    the model, or after this wrapper).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    for batch in loader:
+        x, y = batch[0], batch[1]
+        if tuple(x.shape[1:]) != tuple(key.inputs.shape[1:]):
+            raise NnmarkError(
+                f"batch images are {tuple(x.shape[1:])}, keys are {tuple(key.inputs.shape[1:])}"
+            )
+        idx = torch.randint(len(key.inputs), (per_batch,), generator=gen)
+        yield (
+            torch.cat([x, key.inputs[idx].to(x.device, x.dtype)]),
+            torch.cat([y, key.labels[idx].to(y.device, y.dtype)]),
+        )

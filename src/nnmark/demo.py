@@ -1,0 +1,125 @@
+"""``nnmark demo``: the owner's workflow end to end on the embedded MNIST-5k, on the CPU.
+
+Trains a clean and a watermarked (zhang-content) digit-cnn, verifies both, attacks the
+watermarked one (fine-tuning and pruning) and verifies again, then prints a table of verdicts.
+Everything lives in one working folder that is replaced on every run.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from nnmark.attacks import ATTACKS, attacker_share
+from nnmark.data import load_dataset
+from nnmark.errors import NnmarkError
+from nnmark.io import load_spec
+from nnmark.keyfile import load_key
+from nnmark.oracle import TorchOracle
+from nnmark.training import TrainConfig, evaluate
+from nnmark.types import Verdict
+from nnmark.verify.verifier import verify
+from nnmark.workflow import embed_run, load_model, save_model, train_run
+
+DEMO_EPOCHS = 3
+DEMO_SCHEME = "zhang-content"
+
+
+@dataclass(frozen=True)
+class DemoRow:
+    model: str
+    test_accuracy: float
+    verdict: Verdict
+
+
+def _safe_replace(workdir: Path) -> None:
+    if workdir.exists():
+        marker = workdir / ".nnmark-demo"
+        if not marker.exists():
+            raise NnmarkError(f"{workdir} exists and is not an nnmark demo folder; choose another --workdir")
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    (workdir / ".nnmark-demo").write_text("made by `nnmark demo`; replaced on every run\n")
+
+
+def run_demo(
+    workdir: str | Path,
+    seed: int = 0,
+    device: str = "cpu",
+    console: Console | None = None,
+    epochs: int = DEMO_EPOCHS,
+    calibrate: int = 4,
+) -> list[DemoRow]:
+    """Run the demo and print its table; returns the rows (used by the tests)."""
+    console = console or Console()
+    workdir = Path(workdir)
+    _safe_replace(workdir)
+    start = time.perf_counter()
+    data = load_dataset("mnist5k")
+    config = TrainConfig(epochs=epochs, seed=seed, device=device)
+    console.print(
+        f"[bold]nnmark demo[/] — digit-cnn on MNIST-5k ({len(data.train_x)} train, "
+        f"{len(data.test_x)} test), {epochs} epochs, device {device}; folder {workdir}"
+    )
+
+    console.print("1/4 training a clean model (someone else's, same recipe, another seed)")
+    clean_cfg = TrainConfig(epochs=epochs, seed=seed + 1000, device=device)
+    train_run("mnist5k", "digit-cnn", clean_cfg, workdir / "clean")
+
+    console.print(f"2/4 embedding {DEMO_SCHEME} ({calibrate} clean reference models measure chance matches)")
+    wm = embed_run(
+        DEMO_SCHEME, {}, "mnist5k", "digit-cnn", config, workdir / "watermarked", calibrate=calibrate
+    )
+    key_path = wm.out / "watermark.key"
+    key = load_key(key_path)
+
+    console.print("3/4 attacking the watermarked model: fine-tuning and pruning with 10% of the data")
+    spec = load_spec(wm.out)
+    stolen = load_model(wm.out)
+    share = attacker_share(data, 0.1, seed)
+    attacks = {
+        "fine-tuned (3 epochs)": ATTACKS.create("finetune", epochs=3),
+        "pruned 60% + retrained": ATTACKS.create("prune", rate=0.6, epochs=2),
+    }
+    attacked_runs = {}
+    for label, attack in attacks.items():
+        assert callable(attack)
+        model = attack(stolen, spec, share, config, True)
+        run = workdir / label.split()[0]
+        save_model(model, run, like=wm.out)
+        attacked_runs[label] = run
+
+    console.print("4/4 verifying every model with the key (exit codes: 0 found, 1 not found)")
+    rows = []
+    suspects = {"clean (independent)": workdir / "clean", "watermarked": wm.out, **attacked_runs}
+    for label, run in suspects.items():
+        model = load_model(run)
+        acc = evaluate(model, data.test_x, data.test_y)
+        rows.append(DemoRow(label, acc, verify(key, TorchOracle(model))))
+
+    table = Table(title=f"verdicts for {key_path} (alpha 1e-6)")
+    for col in ("suspect", "test acc.", "key matches", "p-value", "verdict"):
+        table.add_column(col)
+    for r in rows:
+        v = r.verdict
+        verdict = {True: "[green]watermark found[/]", False: "[red]not found[/]", None: "no verdict"}
+        table.add_row(
+            r.model,
+            f"{r.test_accuracy:.1%}",
+            f"{v.matches}/{v.queries}",
+            f"{v.p_value:.2g}",
+            verdict[v.watermarked],
+        )
+    console.print(table)
+    p0 = key.calibration.p0 if key.calibration else float("nan")
+    console.print(
+        f"chance match bound p0 = {p0:.3f} from {calibrate} clean models; "
+        f"{time.perf_counter() - start:.0f} s in all. Try: nnmark verify --key {key_path} "
+        f"--model {workdir / 'clean'}"
+    )
+    return rows

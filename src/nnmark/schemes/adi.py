@@ -1,0 +1,105 @@
+"""Abstract-image trigger set of Adi, Baum, Cisse, Pinkas and Keshet, "Turning Your Weakness Into a
+Strength: Watermarking Deep Neural Networks by Backdooring", USENIX Security 2018.
+
+Keys are abstract images unrelated to the task, each with a random label; the model is trained on
+the training set with the trigger set mixed in (Adi's "FromScratch"; ``--from RUN`` gives their
+"PreTrained" variant). Adi et al. draw 100 abstract images from a fixed collection; nnmark draws
+them from the owner's seed instead — random ellipses, rectangles, polygons and strokes in random
+grey levels (colours for RGB) on a random background, drawn at 4× and downsampled — so that the
+key needs no image collection and two owners never share a trigger set.
+
+Chance rate: labels are uniform over the C classes and independent of any model the owner did not
+train, so such a model matches each key with probability exactly 1/C: p0 = 1/C, no calibration.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from pydantic import Field
+
+from nnmark.data.base import ImageDataset
+from nnmark.schemes.base import KeyMaterial, Scheme, SchemeParams, register_scheme
+from nnmark.schemes.deepsigns import uniform_labels_chance
+from nnmark.types import Key
+
+SCALE = 4
+
+
+class AdiParams(SchemeParams):
+    keys: int = Field(100, ge=1, le=100_000, description="number of abstract key images (Adi: 100)")
+    shapes: int = Field(6, ge=1, le=50, description="most shapes drawn on one image")
+
+
+def _u(gen: torch.Generator) -> float:
+    return float(torch.rand((), generator=gen))
+
+
+def abstract_images(
+    count: int, shape: tuple[int, int, int], gen: torch.Generator, max_shapes: int = 6
+) -> torch.Tensor:
+    """``count`` abstract images (float32 in [0, 1], ``shape`` = C×H×W) drawn from ``gen``."""
+    c, h, w = shape
+    mode = "RGB" if c == 3 else "L"
+    big_w, big_h = w * SCALE, h * SCALE
+    out = np.zeros((count, h, w, 3 if mode == "RGB" else 1), dtype=np.float32)
+
+    def colour() -> int | tuple[int, int, int]:
+        if mode == "RGB":
+            return tuple(int(255 * _u(gen)) for _ in range(3))  # type: ignore[return-value]
+        return int(255 * _u(gen))
+
+    def point() -> tuple[float, float]:
+        return (_u(gen) * big_w, _u(gen) * big_h)
+
+    for i in range(count):
+        img = Image.new(mode, (big_w, big_h), colour())
+        draw = ImageDraw.Draw(img)
+        for _ in range(1 + int(torch.randint(max_shapes, (), generator=gen))):
+            kind = int(torch.randint(4, (), generator=gen))
+            (x0, y0), (x1, y1) = point(), point()
+            box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+            if kind == 0:
+                draw.ellipse(box, fill=colour())
+            elif kind == 1:
+                draw.rectangle(box, fill=colour())
+            elif kind == 2:
+                draw.polygon(
+                    [point() for _ in range(3 + int(torch.randint(3, (), generator=gen)))], fill=colour()
+                )
+            else:
+                width = max(1, int(SCALE * (1 + 3 * _u(gen))))
+                draw.line(
+                    [point() for _ in range(2 + int(torch.randint(4, (), generator=gen)))],
+                    fill=colour(),
+                    width=width,
+                )
+        small = img.resize((w, h), Image.Resampling.BOX)
+        arr = np.asarray(small, dtype=np.float32) / 255.0
+        out[i] = arr if arr.ndim == 3 else arr[..., None]
+    x = torch.from_numpy(out).permute(0, 3, 1, 2)
+    if x.shape[1] != c:
+        x = x[:, :1].expand(count, c, h, w)
+    return x.contiguous().clamp_(0, 1)
+
+
+@register_scheme
+class Adi(Scheme):
+    """Abstract images (Adi 2018): out-of-distribution shapes drawn from the owner's seed, random labels."""
+
+    name = "adi"
+    Params: ClassVar[type[SchemeParams]] = AdiParams
+    needs_calibration: ClassVar[bool] = False
+
+    def generate(self, data: ImageDataset, gen: torch.Generator) -> KeyMaterial:
+        p = self.params
+        assert isinstance(p, AdiParams)
+        x = abstract_images(p.keys, data.input_shape, gen, p.shapes)
+        labels = torch.randint(data.num_classes, (p.keys,), generator=gen)
+        return KeyMaterial(x, labels, torch.full((p.keys,), -1, dtype=torch.int64))
+
+    def chance_rate(self, key: Key) -> tuple[float | None, str]:
+        return uniform_labels_chance(key, "abstract keys")

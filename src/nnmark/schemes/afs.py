@@ -1,0 +1,123 @@
+"""Adversarial frontier stitching (AFS) of Le Merrer, Pérez and Trédan, "Adversarial Frontier
+Stitching for Remote Neural Network Watermarking", Neural Computing and Applications 2020
+(arXiv 1711.01894), as Namba 2019 compares it (Sec. 3.1, item (4)).
+
+Keys are adversarial examples near the decision frontier of the *trained* model, made with the
+fast gradient sign method x′ = clamp(x + ε·sign(∇ₓ ℓ(f(x), y)), 0, 1) (Goodfellow et al. 2015).
+"True adversaries" are those the model now misclassifies, "false adversaries" those it still gets
+right; the key set holds half of each, every key *with its true label y*, and the model is
+fine-tuned on the training set plus the keys, which "stitches" the frontier back around the true
+adversaries (their answer flips to y) while the false adversaries keep it from moving elsewhere.
+The scheme needs a trained model: ``embed`` trains normally first (or starts from ``--from RUN``),
+crafts the keys on that model, then retrains with the keys in every batch. Namba uses 30 keys,
+Le Merrer 100; nnmark uses 100 and ε = 0.1 on [0, 1] pixels (the papers' ε depends on the data
+scale, which Namba does not state).
+
+Chance rate: the keys keep their true labels, and a clean model answers many adversarial
+examples correctly by itself (false adversaries nearly always, true adversaries whenever the
+perturbation does not transfer), so p0 is not known in advance: it is measured on clean reference
+models (``--calibrate N`` at embed time, or ``nnmark calibrate``), and a verdict without
+calibration is not possible. The p0 is large, so AFS needs many more matching keys than a
+random-label scheme for the same p-value.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from nnmark.data.base import ImageDataset
+from nnmark.schemes.base import KeyMaterial, Scheme, SchemeParams, register_scheme
+from nnmark.types import Key
+
+CANDIDATES = 8  # candidate images per key: enough true and false adversaries to pick from
+
+
+class AfsParams(SchemeParams):
+    keys: int = Field(100, ge=2, le=100_000, description="number of adversarial key images (Le Merrer: 100)")
+    eps: float = Field(0.1, gt=0.0, le=1.0, description="FGSM step ε on [0, 1] pixels")
+    true_fraction: float = Field(0.5, ge=0.0, le=1.0, description="share of true adversaries among the keys")
+
+
+def fgsm(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, batch_size: int = 512
+) -> torch.Tensor:
+    """x + ε·sign(∇ₓ cross-entropy), clamped to [0, 1], computed in eval mode on the model's device."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
+            xb = xb.to(device).requires_grad_(True)
+            loss = F.cross_entropy(model(xb).float(), yb.to(device))
+            (grad,) = torch.autograd.grad(loss, xb)
+            out.append((xb.detach() + eps * grad.sign()).clamp_(0, 1).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(xb.to(device)).argmax(1).cpu() for xb in x.split(512)])
+    finally:
+        model.train(was_training)
+
+
+@register_scheme
+class AdversarialFrontierStitching(Scheme):
+    """AFS (Le Merrer 2020): FGSM examples near the trained model's frontier, kept at their true labels."""
+
+    name = "afs"
+    Params: ClassVar[type[SchemeParams]] = AfsParams
+    trains_first: ClassVar[bool] = True
+
+    def generate(self, data: ImageDataset, gen: torch.Generator) -> KeyMaterial:
+        """Candidate images (random training images); :meth:`craft` turns them into keys."""
+        p = self.params
+        assert isinstance(p, AfsParams)
+        idx = torch.randperm(len(data.train_x), generator=gen)[: p.keys * CANDIDATES]
+        y = data.train_y[idx].clone()
+        return KeyMaterial(data.train_x[idx].float().div(255), y, y)
+
+    def craft(
+        self, model: nn.Module, data: ImageDataset, material: KeyMaterial, gen: torch.Generator
+    ) -> KeyMaterial:
+        """FGSM on the trained ``model``; pick true and false adversaries, keys labelled y."""
+        p = self.params
+        assert isinstance(p, AfsParams)
+        x, y = material.inputs, material.source_labels
+        adv = fgsm(model, x, y, p.eps)
+        wrong = _predict(model, adv) != y
+        true_idx, false_idx = wrong.nonzero().flatten(), (~wrong).nonzero().flatten()
+        n_true = min(len(true_idx), round(p.keys * p.true_fraction))
+        n_false = min(len(false_idx), p.keys - n_true)
+        n_true = min(len(true_idx), p.keys - n_false)  # fill from the other kind when one runs short
+        pick = torch.cat([true_idx[:n_true], false_idx[:n_false]])
+        return KeyMaterial(
+            adv[pick],
+            y[pick].clone(),
+            y[pick].clone(),
+            params={"true_adversaries": int(n_true), "false_adversaries": int(n_false)},
+        )
+
+    def chance_rate(self, key: Key) -> tuple[float | None, str]:
+        if key.calibration is not None:
+            return key.calibration.p0, (
+                "AFS keys keep their true labels, so clean models answer many of them correctly: p0 measured "
+                f"on clean models ({key.calibration.method})"
+            )
+        return None, (
+            "AFS keys keep their true labels and clean models answer many of them correctly, so p0 must be "
+            "measured on clean models: embed with --calibrate N or run "
+            "`nnmark calibrate --key KEY --model CLEAN...`"
+        )

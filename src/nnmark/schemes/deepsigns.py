@@ -1,0 +1,57 @@
+"""DeepSigns black-box watermark as Namba 2019 compares it (Sec. 3.1, item (5)): Rouhani, Chen and
+Koushanfar, "DeepSigns: An End-to-End Watermarking Framework for Protecting the Ownership of Deep
+Neural Networks", ASPLOS 2019.
+
+Key samples are images of uniform random noise, each with a random label (Namba's Fig. 1(j));
+the model is first trained on the training samples only and then retrained with training samples
+and key samples (Namba Sec. 3.1: "In Rouhani et al. and Merrer et al.'s methods, key samples are
+embedded in the model by fine-tuning"). Namba uses 30 keys (Table 6). DeepSigns' own key
+selection (keeping keys that only the marked model learns) is not part of this baseline.
+
+Chance rate: labels are uniform over the C classes and drawn independently of any model the owner
+did not train, so such a model matches each key with probability exactly 1/C, whatever it answers:
+p0 = 1/C, no calibration needed.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from pydantic import Field
+
+from nnmark.data.base import ImageDataset
+from nnmark.schemes.base import KeyMaterial, Scheme, SchemeParams, register_scheme
+from nnmark.types import Key
+
+
+class RandomLabelParams(SchemeParams):
+    keys: int = Field(30, ge=1, le=100_000, description="number of key images")
+
+
+def uniform_labels_chance(key: Key, what: str) -> tuple[float, str]:
+    c = key.num_classes
+    return 1.0 / c, (
+        f"{what} carry labels drawn uniformly from the {c} classes, independently of any model the owner "
+        f"did not train: such a model matches each with probability exactly 1/{c}, no calibration needed"
+    )
+
+
+@register_scheme
+class DeepSignsBB(Scheme):
+    """DeepSigns black-box (Rouhani 2019, as in Namba 2019): uniform-noise images with random labels."""
+
+    name = "deepsigns-bb"
+    Params: ClassVar[type[SchemeParams]] = RandomLabelParams
+    needs_calibration: ClassVar[bool] = False
+    trains_first: ClassVar[bool] = True
+
+    def generate(self, data: ImageDataset, gen: torch.Generator) -> KeyMaterial:
+        p = self.params
+        assert isinstance(p, RandomLabelParams)
+        x = torch.rand((p.keys, *data.input_shape), generator=gen)
+        labels = torch.randint(data.num_classes, (p.keys,), generator=gen)
+        return KeyMaterial(x, labels, torch.full((p.keys,), -1, dtype=torch.int64))
+
+    def chance_rate(self, key: Key) -> tuple[float | None, str]:
+        return uniform_labels_chance(key, "uniform-noise keys")

@@ -1,0 +1,467 @@
+"""Null embedding with dual embedding of Li et al., "Piracy Resistant Watermarks for Deep Neural
+Networks" (2019), Sec. 5–6: a watermark bound to its owner by a signature.
+
+Generation (Algorithm 1–2): the owner signs a message naming the owner (name, a hash of the public
+key, a UTC time stamp, an optional tag) with its Ed25519 key; the signature ``sig`` fixes the
+watermark W = (p, y_W, λ) through four SHA-256 hashes (h_i(sig) = SHA-256(i ‖ sig) as integers):
+y_W = h1 mod Y, bit(p) = h2 mod 2^(n²) (an n×n pattern of 0/1 bits, n = 6), pos(p) =
+(h3 mod (H − n), h4 mod (W − n)). The filter x ⊕ [p, λ] sets the pattern's 1-pixels to +λ and its
+0-pixels to −λ (all channels); inv(p) swaps the bits.
+
+Embedding (Sec. 6.2) minimises ℓ(x, y) + α·ℓ(x ⊕ [inv(p), λ], y_W) + β·ℓ(x ⊕ [p, λ], y) from the
+first training step: every batch of B images gets round(α·B) images stamped with inv(p) and
+labelled y_W and round(β·B) images stamped with p keeping their label; per-sample weights make
+the loss exactly that sum (the paper's injection rates α = β = 0.5, Table 14).
+
+Verification (Algorithm 3): the signature must verify with the owner's public key, the watermark
+must follow from it, then on N clean held-out probe images (stored in the key) φ_null =
+Pr(F(x ⊕ [p, λ]) = F(x) = y) and φ_true = Pr(F(x ⊕ [inv(p), λ]) = y_W) must both exceed 80 %.
+The key stores no stamped inputs: they follow from the signature.
+
+Statistics (beyond the paper): the p-value of the binomial test is p_null · b_true. p_null is the
+exact binomial p-value of the φ_null matches against p0 = the bound on a clean model's rate of
+keeping true labels under the p stamp, **calibrated** on clean reference models (``embed
+--calibrate N`` or ``nnmark calibrate``; without calibration only the paper's threshold test gives
+a verdict). b_true = min(1, ⌊N / k⌋ / Y) for k answers y_W is a bound, not a calibration: y_W comes
+from a hash independent of everything else, so a model never trained on it answers y_W at least k
+times with probability at most ⌊N / k⌋ / Y whatever it does with stamped inputs (a clean model
+often sends every stamped input to one class). The product is valid because y_W is independent of
+(p, pos). Both hold for keys fixed before the suspect was seen, which is what a signed,
+published key shows; a key made afterwards could be ground (many messages tried).
+
+The choice of λ: the paper uses λ = 2000 on [0, 1] inputs (SGD, lr 0.001, 300 epochs). With
+nnmark's default recipe (digit-cnn, MNIST-5k, Adam 1e-3, 5 epochs) λ = 2000 costs 15 points of
+accuracy and φ_null stays below 80 %, so the default is λ = 20 (see ``DEFAULT_LAMBDA``).
+
+These keys leave [0, 1] on purpose: oracles pass them unchanged, and a transport that only
+carries 0–255 images cannot verify this scheme (no verdict; nnmark never clips the stamp).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from pydantic import Field
+
+from nnmark.data.base import ImageDataset
+from nnmark.errors import KeyTamperedError, NnmarkError
+from nnmark.identity import OwnerKey, parse_public, public_key_sha256, verify_signature
+from nnmark.oracle import Oracle
+from nnmark.schemes.base import KeyMaterial, Scheme, SchemeParams, register_scheme
+from nnmark.types import Key, Verdict
+from nnmark.verify import stats
+
+SCHEME_NAME = "li-null-embedding"
+#: the λ nnmark uses by default (the paper's 2000 hurts on [0, 1] inputs with nnmark's recipe)
+DEFAULT_LAMBDA = 20.0
+MESSAGE_PREFIX = "nnmark li-null-embedding watermark"
+DERIVATION = "sha256(i||sig), i=1..4; label=h1 mod Y; bits=h2 mod 2^(n*n); pos=(h3 mod (H-n), h4 mod (W-n))"
+
+
+class NullEmbeddingParams(SchemeParams):
+    lam: float = Field(
+        DEFAULT_LAMBDA, gt=0.0, le=1e6, description="extreme value λ of the stamp (paper: 2000)"
+    )
+    n: int = Field(6, ge=2, le=32, description="side of the square n×n bit pattern")
+    alpha: float = Field(0.5, gt=0.0, le=8.0, description="α: weight/injection rate of the true embedding")
+    beta: float = Field(0.5, gt=0.0, le=8.0, description="β: weight/injection rate of the null embedding")
+    probes: int = Field(200, ge=1, le=10_000, description="clean held-out images stored for verification")
+    threshold: float = Field(0.8, gt=0.0, lt=1.0, description="T_watermark: φ_null and φ_true must exceed it")
+    tag: str = Field("", max_length=200, description="extra text in the signed message (e.g. 'hidden #2')")
+    keep: list[str] = Field(
+        default_factory=list,
+        description="earlier li-null-embedding keys whose watermarks training keeps (default with --from: "
+        "the --from run's watermark.key)",
+    )
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """W = (p, y_W) placed at (row, col); ``bits`` are the n×n pattern, row-major."""
+
+    label: int
+    bits: tuple[int, ...]
+    row: int
+    col: int
+    n: int
+
+    def pattern(self) -> torch.Tensor:
+        return torch.tensor(self.bits, dtype=torch.float32).reshape(self.n, self.n)
+
+    def bit_string(self) -> str:
+        return "".join(str(b) for b in self.bits)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, "bits": self.bit_string(), "row": self.row, "col": self.col, "n": self.n}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Watermark:
+        bits = str(d["bits"])
+        if any(b not in "01" for b in bits):
+            raise ValueError("pattern bits must be 0 or 1")
+        return cls(int(d["label"]), tuple(int(b) for b in bits), int(d["row"]), int(d["col"]), int(d["n"]))
+
+
+def _h(i: int, signature: bytes) -> int:
+    return int.from_bytes(hashlib.sha256(bytes([i]) + signature).digest(), "big")
+
+
+def derive_watermark(signature: bytes, input_shape: Sequence[int], num_classes: int, n: int = 6) -> Watermark:
+    """Transform(sig) of Li's Algorithm 2: label, n×n bit pattern and position from the signature."""
+    _, h, w = (int(v) for v in input_shape)
+    if h <= n or w <= n:
+        raise NnmarkError(f"a {n}×{n} pattern does not fit {h}×{w} inputs; lower --set n")
+    label = _h(1, signature) % num_classes
+    value = _h(2, signature) % (1 << (n * n))
+    bits = tuple((value >> (n * n - 1 - i)) & 1 for i in range(n * n))
+    return Watermark(label, bits, _h(3, signature) % (h - n), _h(4, signature) % (w - n), n)
+
+
+def stamp(x: torch.Tensor, wm: Watermark, lam: float, inverse: bool = False) -> torch.Tensor:
+    """x ⊕ [p, λ] (or x ⊕ [inv(p), λ]): 1-bits become +λ, 0-bits −λ, in every channel; a new tensor."""
+    bits = wm.pattern().to(x.device, x.dtype)
+    if inverse:
+        bits = 1 - bits
+    out = x.clone()
+    out[:, :, wm.row : wm.row + wm.n, wm.col : wm.col + wm.n] = (bits * 2 - 1) * lam
+    return out
+
+
+def owner_message(owner: OwnerKey, tag: str = "", when: datetime | None = None) -> str:
+    """The verifier string v: the owner's name, public-key hash and a UTC time stamp (Sec. 6.1)."""
+    stamp_time = (when or datetime.now(UTC)).isoformat(timespec="microseconds")
+    text = (
+        f"{MESSAGE_PREFIX} | owner: {owner.name} | public key sha256: "
+        f"{public_key_sha256(owner.public_key_pem)} | created: {stamp_time}"
+    )
+    return f"{text} | tag: {tag}" if tag else text
+
+
+def watermark_params(
+    owner: OwnerKey,
+    input_shape: Sequence[int],
+    num_classes: int,
+    n: int,
+    tag: str = "",
+    when: datetime | None = None,
+) -> dict[str, Any]:
+    """Sign a fresh message and derive its watermark; the key's ``params`` entries for it."""
+    message = owner_message(owner, tag, when)
+    signature = owner.sign(message.encode())
+    wm = derive_watermark(signature, input_shape, num_classes, n)
+    return {
+        "message": message,
+        "signature": base64.b64encode(signature).decode("ascii"),
+        "watermark": wm.to_json(),
+        "derivation": DERIVATION,
+    }
+
+
+def key_watermark(key: Key) -> Watermark:
+    try:
+        return Watermark.from_json(key.params["watermark"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise KeyTamperedError(f"the key holds no readable null-embedding watermark ({e})") from e
+
+
+def check_key(key: Key) -> tuple[Watermark, str]:
+    """Li's verification step 1: the signature verifies with the key owner's public key over a
+    message naming that owner, and the stored watermark is the one the signature derives.
+    Returns the watermark and a sentence saying what was checked; refusals raise KeyTamperedError."""
+    if key.owner is None:
+        raise KeyTamperedError("this null-embedding key names no owner, so its signature cannot be checked")
+    try:
+        message = str(key.params["message"])
+        signature = base64.b64decode(str(key.params["signature"]), validate=True)
+    except (KeyError, ValueError) as e:
+        raise KeyTamperedError(f"the key's message or signature is missing or corrupt ({e})") from e
+    parse_public(key.owner.public_key_pem, "the key")
+    if not verify_signature(key.owner.public_key_pem, message.encode(), signature):
+        raise KeyTamperedError(
+            f"the watermark signature does not verify with {key.owner.name}'s public key; the key is forged"
+        )
+    fp = public_key_sha256(key.owner.public_key_pem)
+    if (
+        not message.startswith(MESSAGE_PREFIX)
+        or f"| owner: {key.owner.name} |" not in message
+        or fp not in message
+    ):
+        raise KeyTamperedError(f"the signed message does not name the key's owner {key.owner.name}")
+    stored = key_watermark(key)
+    derived = derive_watermark(signature, key.input_shape, key.num_classes, stored.n)
+    if derived != stored:
+        raise KeyTamperedError("the key's pattern, label or position do not follow from its signature")
+    return derived, f"watermark derived from {key.owner.name}'s signature over {message!r}"
+
+
+@torch.no_grad()
+def null_rates(model: torch.nn.Module, key: Key, device: str = "cpu") -> tuple[float, float]:
+    """(φ_null, φ_true) of a module on the key's probes (for training reports and attacks)."""
+    from nnmark.oracle import TorchOracle
+
+    wm = key_watermark(key)
+    lam = float(key.params["lam"])
+    oracle = TorchOracle(model, device=device)
+    clean = oracle.labels(key.inputs)
+    null = oracle.labels(stamp(key.inputs, wm, lam))
+    true = oracle.labels(stamp(key.inputs, wm, lam, inverse=True))
+    y = key.labels
+    phi_null = float(((null == clean) & (clean == y)).float().mean())
+    other = y != wm.label
+    phi_true = float((true[other] == wm.label).float().mean()) if bool(other.any()) else math.nan
+    return phi_null, phi_true
+
+
+class DualMixer:
+    """Appends, to every batch of B images, round(α·B) images under inv(p) labelled y_W and
+    round(β·B) under p keeping their label, weighted so the loss is ℓ + α·ℓ_true + β·ℓ_null.
+    With several watermarks the stamped images are shared out among them in turn."""
+
+    def __init__(
+        self, watermarks: Sequence[Watermark], lams: Sequence[float], alpha: float, beta: float
+    ) -> None:
+        if not watermarks:
+            raise ValueError("no watermark to embed")
+        self.watermarks, self.lams, self.alpha, self.beta = list(watermarks), list(lams), alpha, beta
+
+    def _stamped(
+        self, x: torch.Tensor, y: torch.Tensor, rate: float, inverse: bool, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b = len(x)
+        m = max(1, min(b, round(rate * b)))
+        idx = torch.randperm(b, generator=gen)[:m].to(x.device)
+        xs, ys = x[idx].clone(), y[idx].clone()
+        k = len(self.watermarks)
+        for j, (wm, lam) in enumerate(zip(self.watermarks, self.lams, strict=True)):
+            sel = torch.arange(j, m, k, device=x.device)
+            xs[sel] = stamp(xs[sel], wm, lam, inverse)
+            if inverse:
+                ys[sel] = wm.label
+        return xs, ys, torch.full((m,), rate * b / m, device=x.device)
+
+    def __call__(
+        self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        xt, yt, wt = self._stamped(x, y, self.alpha, True, gen)
+        xn, yn, wn = self._stamped(x, y, self.beta, False, gen)
+        w = torch.cat([torch.ones(len(x), device=x.device), wt, wn])
+        return torch.cat([x, xt, xn]), torch.cat([y, yt, yn]), w
+
+
+@register_scheme
+class NullEmbedding(Scheme):
+    """Li 2019 dual (null + true) embedding: pattern, label and position follow from the owner's signature."""
+
+    name: ClassVar[str] = SCHEME_NAME
+    Params: ClassVar[type[SchemeParams]] = NullEmbeddingParams
+    shared_target: ClassVar[bool] = False
+    tests: ClassVar[tuple[str, ...]] = ("binomial", "threshold")
+    default_test: ClassVar[str] = "binomial"
+    signature_bound: ClassVar[bool] = True
+    secret_params: ClassVar[tuple[str, ...]] = ("signature", "watermark")
+
+    def __init__(self, owner: OwnerKey | None = None, **params: Any) -> None:
+        super().__init__(owner, **params)
+        self.kept: list[Key] = []
+
+    @property
+    def p(self) -> NullEmbeddingParams:
+        assert isinstance(self.params, NullEmbeddingParams)
+        return self.params
+
+    def start_from(self, run: Path) -> None:
+        """Continuing an earlier run: keep its null-embedding watermark (if any) in training."""
+        from nnmark.keyfile import load_key
+
+        if not self.p.keep and (Path(run) / "watermark.key").is_file():
+            prior = load_key(run)
+            if prior.scheme == SCHEME_NAME:
+                self.kept.append(prior)
+
+    def generate(self, data: ImageDataset, gen: torch.Generator) -> KeyMaterial:
+        if self.owner is None:
+            raise NnmarkError(
+                f"{SCHEME_NAME} derives its watermark from the owner's signature: pass --owner STEM.key "
+                "(create one with `nnmark keygen --owner NAME --out STEM`)"
+            )
+        from nnmark.keyfile import load_key
+
+        for path in self.p.keep:
+            prior = load_key(path)
+            if prior.scheme != SCHEME_NAME:
+                raise NnmarkError(f"--set keep: {path} is a {prior.scheme} key, not {SCHEME_NAME}")
+            self.kept.append(prior)
+        for prior in self.kept:
+            check_key(prior)
+            if prior.input_shape != data.input_shape:
+                raise NnmarkError(f"a kept key is for {prior.input_shape} inputs, not {data.input_shape}")
+        extra = watermark_params(self.owner, data.input_shape, data.num_classes, self.p.n, self.p.tag)
+        n = min(self.p.probes, len(data.test_x))
+        idx = torch.randperm(len(data.test_x), generator=gen)[:n]
+        probes = data.test_x[idx].float().div(255)
+        labels = data.test_y[idx].long().clone()
+        return KeyMaterial(
+            probes, labels, labels.clone(), params={**extra, "kept": [k.commitment for k in self.kept]}
+        )
+
+    def calibration_queries(
+        self, inputs: torch.Tensor, labels: torch.Tensor, params: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clean models are calibrated on the null component: probes under p, their true labels."""
+        wm = Watermark.from_json(params["watermark"])
+        return stamp(inputs, wm, float(params.get("lam", self.p.lam))), labels
+
+    def watermark_accuracy(self, model: torch.nn.Module, key: Key) -> float:
+        """min(φ_null, φ_true), the paper's watermark accuracy."""
+        return min(null_rates(model, key))
+
+    def mixer(self, key: Key) -> DualMixer:  # type: ignore[override]
+        keys = [key, *self.kept]
+        return DualMixer(
+            [key_watermark(k) for k in keys],
+            [float(k.params["lam"]) for k in keys],
+            self.p.alpha,
+            self.p.beta,
+        )
+
+    def embed(self, model: torch.nn.Module, data: ImageDataset, key: Key, config: Any, progress: bool) -> Any:
+        from nnmark.training import train
+
+        return train(
+            model,
+            data.train_x,
+            data.train_y,
+            config,
+            mixer=self.mixer(key),
+            progress=progress,
+            description=f"embed {self.name}" + (f" (+{len(self.kept)} kept)" if self.kept else ""),
+        )
+
+    def chance_rate(self, key: Key) -> tuple[float | None, str]:
+        if key.calibration is not None:
+            return key.calibration.p0, f"φ_null p0 calibrated on clean models: {key.calibration.method}"
+        return None, (
+            "no calibration: the binomial test needs a clean model's φ_null rate; run `nnmark calibrate "
+            "--key KEY --model CLEAN_RUN...` (or embed with --calibrate N), or use --test threshold "
+            "(Li's rule)"
+        )
+
+    def verify(self, key: Key, oracle: Oracle, test: str, alpha: float) -> Verdict:
+        wm, checked = check_key(key)
+        lam = float(key.params["lam"])
+        threshold_rate = float(key.params.get("threshold", self.p.threshold))
+        if not oracle.carries_any_value:
+            return Verdict(
+                key.scheme,
+                test,
+                None,
+                math.nan,
+                alpha,
+                oracle.queries,
+                0,
+                0,
+                None,
+                f"{SCHEME_NAME} queries carry pixel values ±{lam:g}, outside [0, 1], and this "
+                "transport only carries 0–255 images; nnmark does not clip the stamp (that would "
+                "be another query). Verify through --model or --onnx, or a protocol taking floats.",
+                (checked,),
+            )
+        n = len(key.inputs)
+        rem = oracle.remaining
+        if rem is not None:
+            n = min(n, rem // 3)
+        if n == 0:
+            raise NnmarkError(f"{SCHEME_NAME} needs 3 queries per probe; raise --budget to at least 3")
+        x, y = key.inputs[:n], key.labels[:n]
+        clean = oracle.labels(x)
+        null = oracle.labels(stamp(x, wm, lam))
+        true = oracle.labels(stamp(x, wm, lam, inverse=True))
+        null_hits = int(((null == clean) & (clean == y)).sum())
+        other = y != wm.label
+        n_true = int(other.sum())
+        true_hits = int((true[other] == wm.label).sum())
+        phi_null = null_hits / n
+        phi_true = true_hits / n_true if n_true else 0.0
+        passes = phi_null > threshold_rate and phi_true > threshold_rate
+        b_true = min(1.0, math.floor(n / true_hits) / key.num_classes) if true_hits else 1.0
+        p0, p0_source = self.chance_rate(key)
+        p_null = stats.binomial_p_value(null_hits, n, p0) if p0 is not None else math.nan
+        p_value = p_null * b_true if p0 is not None else math.nan
+        need = math.ceil(threshold_rate * n + 1e-9)
+        if p0 is not None:
+            need = max(need, stats.binomial_threshold(n, p0, alpha / max(b_true, 1e-300)))
+        evidence = {
+            "phi_null": phi_null,
+            "phi_true": phi_true,
+            "probes": n,
+            "null_matches": null_hits,
+            "true_matches": true_hits,
+            "true_probes": n_true,
+            "clean_accuracy": float((clean == y).float().mean()),
+            "p_null": p_null,
+            "p0_null": p0,
+            "p0_source": p0_source,
+            "b_true": b_true,
+            "b_true_source": "bound ⌊N/k⌋/Y: y_W is a hash independent of the model",
+            "lam": lam,
+            "threshold_rate": threshold_rate,
+            "signature": checked,
+        }
+        rates = f"φ_null {phi_null:.1%} ({null_hits}/{n}), φ_true {phi_true:.1%} ({true_hits}/{n_true})"
+        if test == "threshold":
+            reason = f"Li's rule: {rates}; both must exceed {threshold_rate:.0%}"
+            return Verdict(
+                key.scheme,
+                test,
+                passes,
+                p_value,
+                alpha,
+                oracle.queries,
+                null_hits,
+                need,
+                p0,
+                reason,
+                (checked,),
+                evidence,
+            )
+        if p0 is None:
+            return Verdict(
+                key.scheme,
+                test,
+                None,
+                math.nan,
+                alpha,
+                oracle.queries,
+                null_hits,
+                need,
+                None,
+                p0_source,
+                (checked,),
+                evidence,
+            )
+        reason = (
+            f"{rates}; both must exceed {threshold_rate:.0%} and p = p_null·b_true = "
+            f"{p_null:.3g}·{b_true:.3g} ≤ alpha (p0 of φ_null {p0:.3f}, {p0_source})"
+        )
+        return Verdict(
+            key.scheme,
+            test,
+            passes and p_value <= alpha,
+            p_value,
+            alpha,
+            oracle.queries,
+            null_hits,
+            need,
+            p0,
+            reason,
+            (checked,),
+            evidence,
+        )

@@ -1,0 +1,83 @@
+"""The owner's promise: a watermarked model is found, independently trained clean models are not."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+import nnmark
+from nnmark.calibration import RECIPES
+from nnmark.data.base import ImageDataset
+from nnmark.keyfile import load_key
+from nnmark.models import build_model
+from nnmark.oracle import TorchOracle
+from nnmark.training import TrainConfig, evaluate, train
+from nnmark.workflow import embed_run, load_model, model_spec
+
+EPOCHS = 2
+
+
+@pytest.fixture(scope="module")
+def watermarked(tmp_path_factory, small_mnist: ImageDataset):
+    out = tmp_path_factory.mktemp("e2e") / "wm"
+    result = embed_run("zhang-content", {"keys": 60}, small_mnist, "digit-cnn", TrainConfig(epochs=EPOCHS),
+                       out, calibrate=4, progress=False)
+    return result
+
+
+def test_watermarked_model_is_found(watermarked, small_mnist):
+    key = load_key(watermarked.out / "watermark.key")
+    assert key.calibration is not None and len(key.calibration.rates) == 4
+    model = load_model(watermarked.out)
+    verdict = nnmark.verify(key, TorchOracle(model))
+    assert verdict.watermarked is True, verdict
+    assert verdict.p_value <= 1e-6 and verdict.matches >= verdict.threshold
+    assert watermarked.metrics["watermark_accuracy"] >= 0.9
+    assert evaluate(model, small_mnist.test_x, small_mnist.test_y) > 0.85
+
+
+def test_ten_independent_clean_models_are_not_found(watermarked, small_mnist):
+    key = load_key(watermarked.out / "watermark.key")
+    spec = model_spec("digit-cnn", small_mnist)
+    rates = []
+    for i in range(10):
+        recipe = RECIPES[i % len(RECIPES)]
+        config = replace(TrainConfig(epochs=EPOCHS, seed=5000 + i), **recipe)  # type: ignore[arg-type]
+        torch.manual_seed(5000 + i)
+        model = build_model(spec)
+        train(model, small_mnist.train_x, small_mnist.train_y, config, progress=False)
+        verdict = nnmark.verify(key, TorchOracle(model))
+        rates.append(verdict.matches / verdict.queries)
+        assert verdict.watermarked is False, (i, verdict)
+    assert max(rates) < 0.5
+
+
+def test_uncalibrated_shared_target_gives_no_verdict(watermarked):
+    key = replace(load_key(watermarked.out / "watermark.key"), calibration=None)
+    verdict = nnmark.verify(key, TorchOracle(load_model(watermarked.out)))
+    assert verdict.watermarked is None and "calibrat" in verdict.reason
+
+
+def test_suspect_with_other_number_of_outputs_is_still_judged(watermarked, small_mnist):
+    key = load_key(watermarked.out / "watermark.key")
+    spec = replace(model_spec("digit-cnn", small_mnist), num_classes=11)
+    verdict = nnmark.verify(key, TorchOracle(build_model(spec)))
+    assert verdict.watermarked is False
+
+
+def test_sprt_and_threshold_tests(watermarked):
+    key = load_key(watermarked.out / "watermark.key")
+    model = load_model(watermarked.out)
+    sprt = nnmark.verify(key, TorchOracle(model), test="sprt")
+    assert sprt.watermarked is True and sprt.queries < len(key.inputs)
+    thr = nnmark.verify(key, TorchOracle(model), test="threshold")
+    assert thr.watermarked is True and thr.queries == 40
+
+
+def test_budget_caps_queries(watermarked):
+    key = load_key(watermarked.out / "watermark.key")
+    oracle = TorchOracle(load_model(watermarked.out))
+    verdict = nnmark.verify(key, oracle, budget=25)
+    assert verdict.queries == 25 and oracle.queries == 25
