@@ -76,7 +76,12 @@ def main() -> None:
         default=3,
         help="interleaved runs; the best is kept (default: 3)",
     )
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
     args = ap.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     device = resolve_device(args.device)
     try:

@@ -141,6 +141,6 @@ def test_list_verbose_documents_parameters():
 def test_every_command_has_help_with_an_example():
     top = nnmark("--help", check=0).stdout
     for cmd in ("demo", "train", "embed", "import", "verify", "attack", "calibrate", "keygen", "export-onnx",
-                "list"):
+                "serve", "list"):
         assert cmd in top
         assert "Example" in nnmark(cmd, "--help", check=0).stdout

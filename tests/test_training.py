@@ -195,6 +195,7 @@ def test_weights_give_a_weighted_mean_loss() -> None:
         {"momentum": 1.0},
         {"weight_decay": -0.1},
         {"seed": -1},
+        {"seed": 2**64},
         {"device": ""},
     ],
 )

@@ -59,6 +59,7 @@ class InputType(StrEnum):
 
 class Defense(StrEnum):
     none = "none"
+    autoencoder = "autoencoder"
     reject = "reject"
 
 
@@ -368,6 +369,7 @@ def attack(
     Example: nnmark attack finetune --model runs/wm --data mnist5k --out runs/wm-ft --set epochs=3
     """
     from nnmark.attacks import ATTACKS, ClaimAttack, attacker_share
+    from nnmark.attacks.query import QUERY_ATTACKS
     from nnmark.data import load_dataset
     from nnmark.identity import load_owner, save_public
     from nnmark.io import KEY_FILE, load_spec
@@ -377,6 +379,11 @@ def attack(
     from nnmark.verify.verifier import verify
     from nnmark.workflow import load_model, parse_settings, save_model
 
+    if name in QUERY_ATTACKS and name not in ATTACKS:
+        raise NnmarkError(
+            f"{name} is a query attack (it changes answers, not the model); run it as a server with "
+            "`nnmark serve --model RUN --defense autoencoder` and verify through --url"
+        )
     attack_obj = ATTACKS.get(name)(**parse_settings(settings))
     keys = [load_key(k) for k in key or []]
     spec = load_spec(model)
@@ -526,7 +533,7 @@ def key_info(
     out.print(table)
     if not k.signed:
         out.print("unsigned: anyone could have written this key (embed with --owner STEM.key to sign)")
-    out.print("publish the commitment (e.g. in a dated public record): priority rests on when it was")
+    out.print("publish this commitment now, in a dated public record: priority rests on when it appeared")
 
 
 @app.command("export-onnx")
@@ -551,7 +558,11 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: every interface)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on (0: any free port)")] = 8000,
     defense: Annotated[
-        Defense, typer.Option(help="reject: inputs far from the training images get a wrong label")
+        Defense,
+        typer.Option(
+            help="reject: inputs far from the training images get a wrong label; autoencoder: inputs "
+            "an autoencoder flags as keys get f(AE(x)) (Namba 2019; trained once, cached in RUN/defense/)"
+        ),
     ] = Defense.none,
     output: Annotated[ServeOutput, typer.Option(help="what predictions carry")] = ServeOutput.logits,
     name: Annotated[
@@ -586,6 +597,7 @@ def serve(
         output=output.value,
         data_dir=data_dir,
         seed=seed,
+        progress=True,
     )
 
 

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -294,6 +293,8 @@ class HttpOracle(Oracle):
             t = torch.tensor(data, dtype=torch.float64)
             if shape is not None:
                 t = t.reshape([int(s) for s in shape])
+            elif t.ndim == 1 and len(t) != n and n and len(t) % n == 0:
+                t = t.reshape(n, -1)  # flat scores without a shape
         except (TypeError, ValueError, RuntimeError) as e:
             raise self._malformed(f"output data does not fit its shape {shape}: {e}") from e
         integer = str(out.get("datatype", "")).upper().startswith(("INT", "UINT"))
@@ -315,8 +316,6 @@ class HttpOracle(Oracle):
             t = data if isinstance(data, torch.Tensor) else torch.tensor(data, dtype=torch.float64)
         except (TypeError, ValueError, RuntimeError) as e:
             raise self._malformed(f"the scores are not a rectangular array of numbers: {e}") from e
-        if t.ndim >= 2 and t.shape[0] == n and math.prod(t.shape[1:]) == 1 and not labels:
-            labels = False  # one score per input: keep as N×1
         if labels or t.ndim == 1:
             t = t.reshape(-1)
             if len(t) != n:

@@ -12,8 +12,14 @@ def listing(what: str) -> list[tuple[str, str, list[tuple[str, str, str]]]]:
         return [(n, SCHEMES.get(n).describe(), SCHEMES.get(n).parameter_table()) for n in SCHEMES.names()]
     if what == "attacks":
         from nnmark.attacks import ATTACKS
+        from nnmark.attacks.query import QUERY_ATTACKS
 
-        return [(n, ATTACKS.get(n).describe(), ATTACKS.get(n).parameter_table()) for n in ATTACKS.names()]
+        removal = [(n, ATTACKS.get(n).describe(), ATTACKS.get(n).parameter_table()) for n in ATTACKS.names()]
+        query = [
+            (n, QUERY_ATTACKS.get(n).describe(), QUERY_ATTACKS.get(n).parameter_table())
+            for n in QUERY_ATTACKS.names()
+        ]
+        return removal + query
     if what == "models":
         from nnmark.models import MODELS, describe_model, model_parameters
 

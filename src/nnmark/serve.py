@@ -32,6 +32,17 @@ not refused: the served scores are the real ones with the top class swapped for 
 drawn at random (seeded by the input's bytes, so repeating a query repeats the answer). This is
 what a thief would do: an HTTP 403 would tell the owner that their key was spotted. The server
 logs how many inputs it flagged; nothing in the replies or in ``/info`` reveals the defense.
+
+Defense ``autoencoder`` (Namba et al. 2019's query modification, the attack itself, see
+:mod:`nnmark.attacks.query.autoencoder`): a convolutional autoencoder is trained on a share
+(``defense_fraction``, default 10 %, drawn as :func:`~nnmark.attacks.base.attacker_share` draws
+the attacker's data) of the run's training images; an input whose reconstruction loss or whose
+Jensen–Shannon divergence between ``f(x)`` and ``f(AE(x))`` is above its 95th percentile on
+held-out images is answered with ``f(AE(x))``, any other with ``f(x)``. The autoencoder and its
+thresholds are cached in the run folder as ``defense/autoencoder.safetensors`` (written
+atomically) and reused while the model's weights, the dataset, the share, the seed and the
+settings (``defense_settings``, e.g. ``{"epochs": 5}``) are unchanged; otherwise it is retrained.
+A run folder that cannot be written to is served anyway (the cache is skipped, with a warning).
 """
 
 from __future__ import annotations
@@ -44,7 +55,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from fastapi import FastAPI, Request
@@ -53,9 +64,14 @@ from starlette.concurrency import run_in_threadpool
 
 from nnmark.errors import NnmarkError
 
+if TYPE_CHECKING:
+    from nnmark.attacks.query.autoencoder import QueryModification
+
 log = logging.getLogger(__name__)
 
-DEFENSES = ("none", "reject")
+DEFENSES = ("none", "reject", "autoencoder")
+DEFENSE_DIR = "defense"
+AUTOENCODER_FILE = "autoencoder.safetensors"
 OUTPUTS = ("logits", "probabilities", "labels")
 INPUT_DTYPES = ("float32", "uint8")
 MAX_BODY_BYTES = 32 * 2**20
@@ -114,6 +130,9 @@ class _Served:
         max_body_bytes: int,
         data_dir: str | Path | None,
         seed: int,
+        defense_fraction: float = 0.1,
+        defense_settings: dict[str, Any] | None = None,
+        progress: bool = False,
     ) -> None:
         from nnmark.io import load_spec
         from nnmark.workflow import load_model
@@ -127,18 +146,32 @@ class _Served:
         self.answered = 0
         self.flagged = 0
         self.detector: PixelStatsDetector | None = None
+        self.guard: QueryModification | None = None
         if defense == "reject":
-            from nnmark.data import load_dataset
+            self.detector = PixelStatsDetector(self._training_images(run_dir, defense, data_dir), seed=seed)
+        elif defense == "autoencoder":
+            self.guard = autoencoder_defense(
+                run_dir,
+                self.model,
+                self._training_images(run_dir, defense, data_dir),
+                fraction=defense_fraction,
+                seed=seed,
+                settings=defense_settings,
+                progress=progress,
+            )
 
-            if not self.spec.dataset:
-                raise NnmarkError(f"{run_dir} does not name its dataset, which the reject defense needs")
-            data = load_dataset(self.spec.dataset, data_dir)
-            if data.input_shape != self.spec.input_shape:
-                raise NnmarkError(
-                    f"dataset {self.spec.dataset} has {data.input_shape} images but the model "
-                    f"takes {self.spec.input_shape}"
-                )
-            self.detector = PixelStatsDetector(data.train_x, seed=seed)
+    def _training_images(self, run_dir: Path, defense: str, data_dir: str | Path | None) -> torch.Tensor:
+        from nnmark.data import load_dataset
+
+        if not self.spec.dataset:
+            raise NnmarkError(f"{run_dir} does not name its dataset, which the {defense} defense needs")
+        data = load_dataset(self.spec.dataset, data_dir)
+        if data.input_shape != self.spec.input_shape:
+            raise NnmarkError(
+                f"dataset {self.spec.dataset} has {data.input_shape} images but the model "
+                f"takes {self.spec.input_shape}"
+            )
+        return data.train_x
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -205,6 +238,20 @@ class _Served:
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         with self.lock, torch.no_grad():
+            if self.guard is not None:
+                before = self.guard.stats.flagged
+                logits = self.guard.scores(x)
+                self.answered += len(x)
+                self.flagged = self.guard.stats.flagged
+                if self.flagged > before:
+                    log.info(
+                        "autoencoder defense: modified %d of %d inputs (%d of %d so far)",
+                        self.flagged - before,
+                        len(x),
+                        self.flagged,
+                        self.answered,
+                    )
+                return logits
             logits = self.model(x).float()
             self.answered += len(x)
             if self.detector is not None:
@@ -253,17 +300,25 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     data_dir: str | Path | None = None,
     seed: int = 0,
+    defense_fraction: float = 0.1,
+    defense_settings: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> FastAPI:
     """A FastAPI app serving the model of ``run_dir`` (see the module docstring).
 
     Args:
-        defense: ``none``, or ``reject`` (flagged out-of-distribution inputs get a wrong label).
+        defense: ``none``; ``reject`` (flagged out-of-distribution inputs get a wrong label); or
+            ``autoencoder`` (Namba 2019 query modification: flagged inputs get ``f(AE(x))``).
         name: the model name in TF-Serving / KServe URLs (default: the run folder's name).
         output: what predictions carry: ``logits``, ``probabilities`` or ``labels`` (top-1 only).
         input_dtype: ``float32``, or ``uint8`` for TF-Serving / KServe endpoints taking 0–255 pixels.
         max_batch, max_body_bytes: the most inputs and bytes one request may carry.
         data_dir: where the training data is (the reject defense needs it).
-        seed: seeds the defense (its image sample and the wrong labels).
+        seed: seeds the defense (its image sample, the wrong labels, the autoencoder).
+        defense_fraction: share of the training set the autoencoder defense trains on.
+        defense_settings: parameters of the autoencoder defense (``nnmark list attacks --verbose``,
+            query-modification), e.g. ``{"epochs": 5}``.
+        progress: show a progress bar (on a terminal) while the autoencoder trains.
     """
     if defense not in DEFENSES:
         raise NnmarkError(f"unknown defense {defense!r}; choose one of {', '.join(DEFENSES)}")
@@ -278,7 +333,18 @@ def create_app(
     if "/" in model_name or ":" in model_name:
         raise NnmarkError(f"model name {model_name!r} may not contain '/' or ':'; pass another name")
     served = _Served(
-        folder, defense, model_name, output, input_dtype, max_batch, max_body_bytes, data_dir, seed
+        folder,
+        defense,
+        model_name,
+        output,
+        input_dtype,
+        max_batch,
+        max_body_bytes,
+        data_dir,
+        seed,
+        defense_fraction,
+        defense_settings,
+        progress,
     )
     uint8 = input_dtype == "uint8"
 
@@ -493,6 +559,55 @@ def _kserve_tensor(served: _Served, tensor: dict[str, Any], uint8: bool) -> torc
     except (TypeError, ValueError, RuntimeError, OverflowError) as e:
         raise ApiError(400, f"data does not fit shape {shape} ({_first_line(e)})") from e
     return served.checked(x, "input", pixels=uint8)
+
+
+def autoencoder_defense(
+    run_dir: str | Path,
+    model: torch.nn.Module,
+    train_x: torch.Tensor,
+    *,
+    fraction: float = 0.1,
+    seed: int = 0,
+    settings: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> QueryModification:
+    """Namba 2019 query modification over ``model``, trained on ``fraction`` of ``train_x``, or loaded
+    from ``run_dir/defense/autoencoder.safetensors`` when that was made for the same weights, data
+    share, seed and settings (else trained again and the cache rewritten, atomically)."""
+    from nnmark.attacks.base import attacker_share
+    from nnmark.attacks.query.autoencoder import QueryModification
+    from nnmark.data.base import ImageDataset
+    from nnmark.io import MODEL_FILE
+
+    run = Path(run_dir)
+    cache = run / DEFENSE_DIR / AUTOENCODER_FILE
+    qm = QueryModification(model, seed=seed, **(settings or {}))  # validates the settings first
+    made_for = {
+        "model_sha256": hashlib.sha256((run / MODEL_FILE).read_bytes()).hexdigest(),
+        "images": len(train_x),
+        "images_shape": list(train_x.shape[1:]),
+        "fraction": fraction,
+    }
+    if cache.is_file():
+        try:
+            config = QueryModification.read_metadata(cache)
+            same = (config.get("extra"), config.get("params"), config.get("seed"))
+            if same == (made_for, qm.params.model_dump(), seed):
+                log.info("autoencoder defense: using %s", cache)
+                return QueryModification.load(cache, model)
+            log.info("autoencoder defense: %s was made for another model or settings; retraining", cache)
+        except NnmarkError as e:
+            log.warning("autoencoder defense: ignoring %s (%s); retraining", cache, e)
+    no_labels = torch.zeros(len(train_x), dtype=torch.int64)
+    everything = ImageDataset("defense", train_x, no_labels, train_x[:0], no_labels[:0], 0)
+    share = attacker_share(everything, fraction, seed)
+    log.info("autoencoder defense: training on %d of %d training images", len(share.train_x), len(train_x))
+    qm.fit(share.train_x, progress=progress)
+    try:
+        qm.save(cache, extra=made_for)
+    except OSError as e:
+        log.warning("autoencoder defense: cannot cache the autoencoder in %s (%s); serving anyway", cache, e)
+    return qm
 
 
 def _reply(obj: Any) -> Response:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import random
 import time
 from dataclasses import dataclass
@@ -126,17 +127,16 @@ class TrainConfig:
         def bad(field: str, value: object, why: str) -> NnmarkError:
             return NnmarkError(f"training setting {field}={value!r} is invalid: {why}")
 
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+        def whole(value: object) -> bool:
+            return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+        if not whole(self.epochs) or self.epochs < 1:
             raise bad("epochs", self.epochs, "use a whole number >= 1")
-        if (
-            isinstance(self.batch_size, bool)
-            or not isinstance(self.batch_size, int)
-            or self.batch_size < 1
-        ):
+        if not whole(self.batch_size) or self.batch_size < 1:
             raise bad("batch_size", self.batch_size, "use a whole number >= 1")
         for name in ("lr", "momentum", "weight_decay"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise bad(name, value, "use a number")
             if not math.isfinite(value) or value < 0:
                 raise bad(name, value, "use a finite number >= 0")
@@ -150,8 +150,8 @@ class TrainConfig:
             raise bad("schedule", self.schedule, f"use one of {', '.join(SCHEDULES)}")
         if self.augment not in AUGMENTS:
             raise bad("augment", self.augment, f"use one of {', '.join(AUGMENTS)}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise bad("seed", self.seed, "use a whole number >= 0")
+        if not whole(self.seed) or not 0 <= self.seed < 2**63:
+            raise bad("seed", self.seed, "use a whole number in [0, 2**63)")
         if not isinstance(self.device, str) or not self.device:
             raise bad("device", self.device, "use cpu, cuda, cuda:N or auto")
         if not isinstance(self.compile, bool):

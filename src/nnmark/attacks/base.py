@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
@@ -21,7 +21,7 @@ from nnmark.errors import NnmarkError
 from nnmark.identity import OwnerKey, generate_owner
 from nnmark.registry import Registry, validate_params
 from nnmark.training import TrainConfig
-from nnmark.types import Key, ModelSpec
+from nnmark.types import Key, ModelSpec, Owner
 
 
 class AttackParams(BaseModel):
@@ -93,7 +93,9 @@ class ClaimAttack(RemovalAttack):
         """Attack a private copy of ``model``; ``victim_keys`` (the owner's, if known) are only measured."""
         signer = attacker or generate_owner(f"{self.name} attacker")
         victim = copy.deepcopy(model).cpu()
-        return self.make_claim(victim, spec, data, config, signer, list(victim_keys), progress)
+        claim = self.make_claim(victim, spec, data, config, signer, list(victim_keys), progress)
+        # the key names its signer; ``save_key(path, claim.key, claim.signer)`` signs it
+        return replace(claim, key=replace(claim.key, owner=Owner(signer.name, signer.public_key_pem)))
 
     @abc.abstractmethod
     def make_claim(

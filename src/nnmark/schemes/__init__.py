@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from nnmark.schemes import (  # noqa: F401  (registers the schemes)
     adi,
     afs,
@@ -21,7 +23,7 @@ from nnmark.schemes.base import (
 )
 
 
-def create_scheme(name: str, **params: object) -> Scheme:
+def create_scheme(name: str, **params: Any) -> Scheme:
     """Build a scheme by name with validated parameters (unknown names are refused)."""
     return SCHEMES.get(name)(**params)
 

@@ -30,6 +30,7 @@ SCALE = 4
 
 
 class AdiParams(SchemeParams):
+    keys_per_batch: int = Field(6, ge=1, description="key samples appended to every training batch")
     keys: int = Field(100, ge=1, le=100_000, description="number of abstract key images (Adi: 100)")
     shapes: int = Field(6, ge=1, le=50, description="most shapes drawn on one image")
 

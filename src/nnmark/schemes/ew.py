@@ -18,10 +18,12 @@ model is an ordinary model whose outputs equal the EW model's. The formula is co
 θ·exp(T·(|θ| − max|θ|)), which is the same number without overflow. Which of "T multiplies" or
 "T divides" the garbled Eq. 11 means cannot be read from the extraction; nnmark multiplies.
 
-At PyTorch's weight scales T = 2 is mild: digit-cnn's layers have max |θ| ≈ 0.1–0.4 and the
-factor exp(T(|θ| − max|θ|)) at the median weight is ≈ 0.6–0.95 (see :func:`ew_stats` and
-``benchmarks/ew_weights.py``); the shrinkage the paper describes needs T of the order of
-1 / max|θ|·several, e.g. T ≈ 20–50 for these layers.
+At PyTorch's weight scales T = 2 is mild (:func:`ew_stats`, ``benchmarks/ew_weights.py``;
+digit-cnn after 3 epochs on MNIST-5k): the layers' max |θ| is 0.08–0.26, the factor
+exp(T(|θ| − max|θ|)) at the median weight 0.74–0.89, no weight is halved, and the share of each
+layer's L1 mass held by its largest 10 % of weights grows by at most 3 points — nearly a uniform
+rescaling per layer. The concentration on large weights the paper describes needs T ≈ 20–50
+here (T = 20: 92–100 % of the weights at least halved, top-10 % share 21–25 % → 29–49 %).
 """
 
 from __future__ import annotations

@@ -172,7 +172,7 @@ class Forgery(ClaimAttack):
     ) -> tuple[Key, dict[str, Any]]:
         p = self.params
         assert isinstance(p, ForgeryParams)
-        defaults = NullEmbeddingParams(probes=p.keys)
+        defaults = NullEmbeddingParams.model_validate({"probes": p.keys})
         n = min(p.keys, len(data.test_x))
         pick = torch.randperm(len(data.test_x), generator=gen)[:n]
         x, y = data.test_x[pick].float().div(255), data.test_y[pick].long()

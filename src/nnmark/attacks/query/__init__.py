@@ -1,0 +1,15 @@
+"""Query attacks (oracle -> oracle): the thief's prediction service alters its answers to queries
+it takes for watermark keys, without touching the model (Namba 2019's query modification).
+
+``QUERY_ATTACKS`` maps names to classes that wrap an :class:`~nnmark.oracle.Oracle` (or a torch
+module) and are themselves oracles; ``nnmark list attacks`` shows them beside the removal attacks
+and ``nnmark serve --defense autoencoder`` stands one up over HTTP.
+"""
+
+from nnmark.attacks.query.autoencoder import ConvAutoencoder, DetectionStats, Inspection, QueryModification
+from nnmark.registry import Registry
+
+QUERY_ATTACKS: Registry[type[QueryModification]] = Registry("query attack")
+QUERY_ATTACKS.register(QueryModification.name)(QueryModification)
+
+__all__ = ["QUERY_ATTACKS", "ConvAutoencoder", "DetectionStats", "Inspection", "QueryModification"]
