@@ -20,7 +20,9 @@ from nnmark.workflow import embed_run, train_run
 DEFAULT_SCHEMES = ("zhang-content", "zhang-unrelated", "zhang-noise")
 
 
-def measure(schemes: list[str], seeds: int, epochs: int, arch: str, data: str) -> dict[str, list[tuple[float, float]]]:
+def measure(
+    schemes: list[str], seeds: int, epochs: int, arch: str, data: str
+) -> dict[str, list[tuple[float, float]]]:
     results: dict[str, list[tuple[float, float]]] = {"clean": []}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -30,8 +32,12 @@ def measure(schemes: list[str], seeds: int, epochs: int, arch: str, data: str) -
             results["clean"].append((m["test_accuracy"], float("nan")))
             for name in schemes:
                 settings = {"target": 0} if SCHEMES.get(name).shared_target else {}
-                r = embed_run(name, settings, data, arch, config, root / f"{name}{seed}", calibrate=0, progress=False)
-                results.setdefault(name, []).append((r.metrics["test_accuracy"], r.metrics["watermark_accuracy"]))
+                r = embed_run(
+                    name, settings, data, arch, config, root / f"{name}{seed}", calibrate=0, progress=False
+                )
+                results.setdefault(name, []).append(
+                    (r.metrics["test_accuracy"], r.metrics["watermark_accuracy"])
+                )
     return results
 
 

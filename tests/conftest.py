@@ -13,8 +13,15 @@ torch.set_num_threads(1)
 
 
 def subset(data: ImageDataset, n_train: int, n_test: int) -> ImageDataset:
-    return ImageDataset(data.name, data.train_x[:n_train], data.train_y[:n_train], data.test_x[:n_test],
-                        data.test_y[:n_test], data.num_classes, data.class_names)
+    return ImageDataset(
+        data.name,
+        data.train_x[:n_train],
+        data.train_y[:n_train],
+        data.test_x[:n_test],
+        data.test_y[:n_test],
+        data.num_classes,
+        data.class_names,
+    )
 
 
 @pytest.fixture(scope="session")

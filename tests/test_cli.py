@@ -18,8 +18,13 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
 
 
 def nnmark(*args: str | Path, check: int | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "nnmark.cli", *map(str, args)], capture_output=True,
-                          text=True, env=ENV, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nnmark.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
     if check is not None:
         assert proc.returncode == check, (proc.returncode, proc.stdout, proc.stderr)
     return proc
@@ -39,12 +44,48 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     common = ["--epochs", "1", "--set", "batch_size=128"]
     nnmark("train", "--out", root / "clean1", "--seed", "11", *common, check=0)
-    nnmark("train", "--out", root / "clean2", "--seed", "12", "--set", "optimizer=sgd", "--set", "lr=0.05",
-           "--epochs", "1", check=0)
-    nnmark("embed", "--scheme", "zhang-content", "--out", root / "wm", "--calibrate", "2", "--set", "keys=40",
-           *common, check=0)
-    nnmark("embed", "--scheme", "zhang-content", "--out", root / "uncalibrated", "--calibrate", "0", "--set",
-           "target=3", "--set", "keys=40", *common, check=0)
+    nnmark(
+        "train",
+        "--out",
+        root / "clean2",
+        "--seed",
+        "12",
+        "--set",
+        "optimizer=sgd",
+        "--set",
+        "lr=0.05",
+        "--epochs",
+        "1",
+        check=0,
+    )
+    nnmark(
+        "embed",
+        "--scheme",
+        "zhang-content",
+        "--out",
+        root / "wm",
+        "--calibrate",
+        "2",
+        "--set",
+        "keys=40",
+        *common,
+        check=0,
+    )
+    nnmark(
+        "embed",
+        "--scheme",
+        "zhang-content",
+        "--out",
+        root / "uncalibrated",
+        "--calibrate",
+        "0",
+        "--set",
+        "target=3",
+        "--set",
+        "keys=40",
+        *common,
+        check=0,
+    )
     return root
 
 
@@ -55,29 +96,50 @@ def test_version():
 
 def test_run_folder_contents(runs):
     wm = runs / "wm"
-    assert {p.name for p in wm.iterdir()} == {"model.safetensors", "model.json", "metrics.json", "watermark.key"}
+    assert {p.name for p in wm.iterdir()} == {
+        "model.safetensors",
+        "model.json",
+        "metrics.json",
+        "watermark.key",
+    }
     assert (wm / "watermark.key").stat().st_mode & 0o777 == 0o600
     metrics = json.loads((wm / "metrics.json").read_text())
     assert {"test_accuracy", "watermark_accuracy", "seconds", "device"} <= set(metrics)
 
 
 def test_uncalibrated_shared_target_key_gives_no_verdict(runs):
-    proc = nnmark("verify", "--key", runs / "uncalibrated" / "watermark.key", "--model", runs / "uncalibrated")
+    proc = nnmark(
+        "verify", "--key", runs / "uncalibrated" / "watermark.key", "--model", runs / "uncalibrated"
+    )
     assert proc.returncode == 2 and "nnmark calibrate" in proc.stderr
 
 
 def test_calibrated_key_decides_and_later_calibration_goes_beside_the_key(runs):
     key_bytes = (runs / "wm" / "watermark.key").read_bytes()
-    nnmark("calibrate", "--key", runs / "wm" / "watermark.key", "--model", runs / "clean1", "--model",
-           runs / "clean2", check=0)
+    nnmark(
+        "calibrate",
+        "--key",
+        runs / "wm" / "watermark.key",
+        "--model",
+        runs / "clean1",
+        "--model",
+        runs / "clean2",
+        check=0,
+    )
     assert (runs / "wm" / "calibration.json").is_file()
     assert (runs / "wm" / "watermark.key").read_bytes() == key_bytes
-    found = nnmark("verify", "--key", runs / "wm" / "watermark.key", "--model", runs / "wm", "--json", check=0)
+    found = nnmark(
+        "verify", "--key", runs / "wm" / "watermark.key", "--model", runs / "wm", "--json", check=0
+    )
     doc = json.loads(found.stdout)
     assert found.stdout.count("\n") == 1
-    assert {"scheme", "test", "watermarked", "p_value", "alpha", "queries", "matches", "threshold"} <= set(doc)
+    assert {"scheme", "test", "watermarked", "p_value", "alpha", "queries", "matches", "threshold"} <= set(
+        doc
+    )
     assert doc["watermarked"] is True and doc["queries"] == 40
-    clean = nnmark("verify", "--key", runs / "wm" / "watermark.key", "--model", runs / "clean1", "--json", check=1)
+    clean = nnmark(
+        "verify", "--key", runs / "wm" / "watermark.key", "--model", runs / "clean1", "--json", check=1
+    )
     assert json.loads(clean.stdout)["watermarked"] is False
     report = runs / "report.html"
     nnmark("verify", "--key", runs / "wm", "--model", runs / "wm", "--report", report, check=0)
@@ -86,7 +148,9 @@ def test_calibrated_key_decides_and_later_calibration_goes_beside_the_key(runs):
 
 def test_existing_out_is_not_overwritten(runs):
     before = (runs / "clean1" / "model.safetensors").read_bytes()
-    assert_one_line_error(nnmark("train", "--out", runs / "clean1", "--epochs", "1"), "already exists", "--force")
+    assert_one_line_error(
+        nnmark("train", "--out", runs / "clean1", "--epochs", "1"), "already exists", "--force"
+    )
     assert (runs / "clean1" / "model.safetensors").read_bytes() == before
 
 
@@ -123,11 +187,18 @@ def test_missing_and_corrupt_inputs(runs, tmp_path):
 
 
 def test_key_for_another_input_shape(runs, tmp_path):
-    other = Key(scheme="zhang-content", params={"target": 1}, input_shape=(3, 32, 32), num_classes=10,
-                inputs=torch.rand(8, 3, 32, 32), labels=torch.ones(8, dtype=torch.int64))
+    other = Key(
+        scheme="zhang-content",
+        params={"target": 1},
+        input_shape=(3, 32, 32),
+        num_classes=10,
+        inputs=torch.rand(8, 3, 32, 32),
+        labels=torch.ones(8, dtype=torch.int64),
+    )
     save_key(tmp_path / "cifar.key", other)
-    assert_one_line_error(nnmark("verify", "--key", tmp_path / "cifar.key", "--model", runs / "wm"),
-                          "another kind of model")
+    assert_one_line_error(
+        nnmark("verify", "--key", tmp_path / "cifar.key", "--model", runs / "wm"), "another kind of model"
+    )
 
 
 def test_list_verbose_documents_parameters():
@@ -140,7 +211,18 @@ def test_list_verbose_documents_parameters():
 
 def test_every_command_has_help_with_an_example():
     top = nnmark("--help", check=0).stdout
-    for cmd in ("demo", "train", "embed", "import", "verify", "attack", "calibrate", "keygen", "export-onnx",
-                "serve", "list"):
+    for cmd in (
+        "demo",
+        "train",
+        "embed",
+        "import",
+        "verify",
+        "attack",
+        "calibrate",
+        "keygen",
+        "export-onnx",
+        "serve",
+        "list",
+    ):
         assert cmd in top
         assert "Example" in nnmark(cmd, "--help", check=0).stdout

@@ -15,10 +15,16 @@ from nnmark.types import Calibration, Key
 
 def make_key() -> Key:
     g = torch.Generator().manual_seed(0)
-    return Key(scheme="zhang-noise", params={"target": 3, "keys": 5}, input_shape=(1, 28, 28), num_classes=10,
-               inputs=torch.rand(5, 1, 28, 28, generator=g), labels=torch.full((5,), 3),
-               tensors={"probe": torch.randint(0, 255, (2, 1, 28, 28), dtype=torch.uint8)},
-               calibration=Calibration((0.01, 0.02), 5, 0.2, "test"))
+    return Key(
+        scheme="zhang-noise",
+        params={"target": 3, "keys": 5},
+        input_shape=(1, 28, 28),
+        num_classes=10,
+        inputs=torch.rand(5, 1, 28, 28, generator=g),
+        labels=torch.full((5,), 3),
+        tensors={"probe": torch.randint(0, 255, (2, 1, 28, 28), dtype=torch.uint8)},
+        calibration=Calibration((0.01, 0.02), 5, 0.2, "test"),
+    )
 
 
 def test_round_trip_and_mode(tmp_path):

@@ -27,12 +27,13 @@ def test_example_runs_and_verifies(tmp_path, capsys):
 
 
 def test_mix_keys_appends_key_samples(small_mnist):
-    key = nnmark.make_key("zhang-noise", small_mnist.train_x[:200], small_mnist.train_y[:200], 10, target=4,
-                          keys=20)
+    key = nnmark.make_key(
+        "zhang-noise", small_mnist.train_x[:200], small_mnist.train_y[:200], 10, target=4, keys=20
+    )
     ds = KeyDataset(key)
     assert len(ds) == 20 and ds[0][1] == 4
     x = small_mnist.train_x[:8].float() / 255
     y = small_mnist.train_y[:8]
-    (bx, by), = list(nnmark.mix_keys([(x, y)], key, per_batch=3))
+    ((bx, by),) = list(nnmark.mix_keys([(x, y)], key, per_batch=3))
     assert bx.shape == (11, 1, 28, 28) and torch.equal(by[8:], torch.full((3,), 4))
     assert all(any(torch.equal(bx[i], k) for k in key.inputs) for i in range(8, 11))

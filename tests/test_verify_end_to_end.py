@@ -22,8 +22,16 @@ EPOCHS = 2
 @pytest.fixture(scope="module")
 def watermarked(tmp_path_factory, small_mnist: ImageDataset):
     out = tmp_path_factory.mktemp("e2e") / "wm"
-    result = embed_run("zhang-content", {"keys": 60}, small_mnist, "digit-cnn", TrainConfig(epochs=EPOCHS),
-                       out, calibrate=4, progress=False)
+    result = embed_run(
+        "zhang-content",
+        {"keys": 60},
+        small_mnist,
+        "digit-cnn",
+        TrainConfig(epochs=EPOCHS),
+        out,
+        calibrate=4,
+        progress=False,
+    )
     return result
 
 

@@ -47,7 +47,7 @@ def train_reference_models(
     data: ImageDataset, spec: ModelSpec, base: TrainConfig, count: int, progress: bool = True
 ) -> list[tuple[torch.nn.Module, str]]:
     """Train ``count`` clean models of ``spec``'s architecture with varied recipes."""
-    models = []
+    models: list[tuple[torch.nn.Module, str]] = []
     for i in range(count):
         config = reference_config(base, i)
         torch.manual_seed(config.seed)

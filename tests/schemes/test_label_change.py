@@ -67,7 +67,6 @@ def test_p0_is_one_over_c_minus_one(small_mnist: ImageDataset, tmp_path: Path) -
     assert clean.watermarked is False
 
 
-@pytest.mark.slow
 def test_embed_from_a_trained_model(small_mnist: ImageDataset, tmp_path: Path) -> None:
     train_run(small_mnist, "digit-cnn", TrainConfig(epochs=2, seed=7), tmp_path / "clean", progress=False)
     r = embed_run(

@@ -47,12 +47,16 @@ def runs(small_mnist: ImageDataset, tmp_path_factory: pytest.TempPathFactory) ->
 def _strip_new_label(model: nn.Module) -> nn.Module:
     """What a thief could do: drop the extra output row of the last layer (a C-class model)."""
     m = copy.deepcopy(model)
-    last = m[1][-1]
+    assert isinstance(m, nn.Sequential)
+    body = m[1]
+    assert isinstance(body, nn.Sequential)
+    last = body[-1]
+    assert isinstance(last, nn.Linear)
     new = nn.Linear(last.in_features, last.out_features - 1)
     with torch.no_grad():
         new.weight.copy_(last.weight[:-1])
         new.bias.copy_(last.bias[:-1])
-    m[1][-1] = new
+    body[-1] = new
     return m
 
 

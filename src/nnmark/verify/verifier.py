@@ -96,55 +96,19 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, alpha: fl
         notes: tuple[str, ...] = ()
         if p0 is None:
             notes = ("the threshold test ignores chance: without calibration no p-value exists",)
-        return Verdict(
-            key.scheme,
-            test,
-            found,
-            p_value,
-            alpha,
-            oracle.queries,
-            matches,
-            threshold,
-            p0,
-            reason,
-            notes,
-            evidence,
-        )
+        return Verdict(key.scheme, test, found, p_value, alpha, oracle.queries, matches,
+                       threshold=threshold, p0=p0, reason=reason, notes=notes, evidence=evidence)
     if p0 is None:
-        return Verdict(
-            key.scheme,
-            test,
-            None,
-            math.nan,
-            alpha,
-            oracle.queries,
-            matches,
-            n + 1,
-            None,
-            p0_source,
-            (),
-            evidence,
-        )
+        return Verdict(key.scheme, test, None, math.nan, alpha, oracle.queries, matches,
+                       threshold=n + 1, p0=None, reason=p0_source, evidence=evidence)
     p_value = stats.binomial_p_value(matches, n, p0)
     threshold = stats.binomial_threshold(n, p0, alpha)
     reason = (
         f"{matches}/{n} key answers match; a model never trained on the keys matches at most "
         f"{p0:.3f} of them ({p0_source})"
     )
-    return Verdict(
-        key.scheme,
-        test,
-        p_value <= alpha,
-        p_value,
-        alpha,
-        oracle.queries,
-        matches,
-        threshold,
-        p0,
-        reason,
-        (),
-        evidence,
-    )
+    return Verdict(key.scheme, test, p_value <= alpha, p_value, alpha, oracle.queries, matches,
+                   threshold=threshold, p0=p0, reason=reason, evidence=evidence)
 
 
 def _sprt(scheme: Scheme, key: Key, oracle: Oracle, alpha: float, p0: float | None, src: str) -> Verdict:
