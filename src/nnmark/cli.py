@@ -166,8 +166,9 @@ def embed(
         Path | None, typer.Option("--from", help="fine-tune this run instead of training from scratch")
     ] = None,
     calibrate: Annotated[
-        int, typer.Option(help="clean reference models trained to measure chance matches (p0)")
-    ] = 4,
+        int | None,
+        typer.Option(help="clean reference models trained to measure chance matches p0 (default: 4, afs 8)"),
+    ] = None,
     owner: Annotated[Path | None, typer.Option(help="owner key STEM.key to sign the watermark key")] = None,
     passphrase_env: Annotated[
         str | None, typer.Option(help="environment variable holding the owner key's passphrase")

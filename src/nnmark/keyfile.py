@@ -123,7 +123,7 @@ def parse_key(data: bytes, where: str = "key") -> Key:
         try:
             sig = base64.b64decode(doc["signature"], validate=True)
         except (ValueError, TypeError) as e:
-            raise KeyTamperedError(f"{where}: the signature is corrupt") from e
+            raise KeyTamperedError(f"{where} was modified: its signature is not valid base64") from e
         if not identity.verify_signature(owner_d["public_key"], body_bytes, sig):
             raise KeyTamperedError(f"{where}: the owner's signature does not verify; the key was altered")
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -63,3 +63,21 @@ def validate_params(params_cls: type[P], params: dict[str, Any], what: str) -> P
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
         known = ", ".join(params_cls.model_fields)
         raise NnmarkError(f"bad parameter for {what}: {problems} (known: {known})") from None
+
+
+class Configurable:
+    """Base of registered components configured by a frozen pydantic ``Params`` model."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[BaseModel]]
+
+    @classmethod
+    def describe(cls) -> str:
+        """The first docstring line: the summary ``nnmark list`` prints."""
+        doc = (cls.__doc__ or "").strip().splitlines()
+        return doc[0] if doc else cls.name
+
+    @classmethod
+    def parameter_table(cls) -> list[tuple[str, str, str]]:
+        """(name, default, description) rows for ``nnmark list ... --verbose``."""
+        return [(n, repr(f.default), f.description or "") for n, f in cls.Params.model_fields.items()]

@@ -208,7 +208,7 @@ def embed_run(
     out: str | Path,
     *,
     from_run: str | Path | None = None,
-    calibrate: int = 4,
+    calibrate: int | None = None,
     owner: OwnerKey | None = None,
     force: bool = False,
     progress: bool = True,
@@ -237,6 +237,8 @@ def embed_run(
     else:
         spec = model_spec(arch, data, scheme.extra_classes)
         base_model = None
+    if calibrate is None:
+        calibrate = scheme.default_calibration
     if calibrate < 0:
         raise NnmarkError("--calibrate must be 0 or more")
     with new_folder(out, force) as tmp:

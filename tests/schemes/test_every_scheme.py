@@ -17,8 +17,17 @@ SCHEME_NAMES = SCHEMES.names()
 
 
 def test_the_papers_schemes_are_registered():
-    expected = {"zhang-content", "zhang-unrelated", "zhang-noise", "zhong-new-label", "label-change",
-                "li-null-embedding", "afs", "deepsigns-bb", "adi"}
+    expected = {
+        "zhang-content",
+        "zhang-unrelated",
+        "zhang-noise",
+        "zhong-new-label",
+        "label-change",
+        "li-null-embedding",
+        "afs",
+        "deepsigns-bb",
+        "adi",
+    }
     assert expected <= set(SCHEME_NAMES)
 
 
@@ -53,11 +62,12 @@ def test_keys_generate_deterministically_and_round_trip(name, small_mnist, tmp_p
     assert first.labels is not None and len(first.inputs) == len(first.labels) > 0
     assert first.inputs.shape[1:] == small_mnist.train_x.shape[1:]
     if not cls.signature_bound:  # null-embedding keys carry ±λ on purpose
-        assert 0 <= float(first.inputs.min()) and float(first.inputs.max()) <= 1
+        assert float(first.inputs.min()) >= 0 and float(first.inputs.max()) <= 1
     if not cls.signature_bound:  # an Ed25519 signature is randomised per owner key
         assert torch.equal(first.inputs, second.inputs) and torch.equal(first.labels, second.labels)
-    spec = ModelSpec("digit-cnn", small_mnist.num_classes + cls.extra_classes, small_mnist.input_shape,
-                     (0.13,), (0.31,))
+    spec = ModelSpec(
+        "digit-cnn", small_mnist.num_classes + cls.extra_classes, small_mnist.input_shape, (0.13,), (0.31,)
+    )
     key = build_key(scheme, first, spec, None)
     save_key(tmp_path / "watermark.key", key, owner)
     back = load_key(tmp_path / "watermark.key")

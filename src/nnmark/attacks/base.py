@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from nnmark.data.base import ImageDataset
 from nnmark.errors import NnmarkError
 from nnmark.identity import OwnerKey, generate_owner
-from nnmark.registry import Registry, validate_params
+from nnmark.registry import Configurable, Registry, validate_params
 from nnmark.training import TrainConfig
 from nnmark.types import Key, ModelSpec, Owner
 
@@ -28,7 +28,7 @@ class AttackParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class RemovalAttack(abc.ABC):
+class RemovalAttack(Configurable, abc.ABC):
     """A model -> model attack with validated parameters (``--set k=v``)."""
 
     name: ClassVar[str]
@@ -53,15 +53,6 @@ class RemovalAttack(abc.ABC):
         self, model: torch.nn.Module, spec: ModelSpec, data: ImageDataset, config: TrainConfig, progress: bool
     ) -> torch.nn.Module:
         """Attack ``model`` (a private copy) with the attacker's ``data``."""
-
-    @classmethod
-    def describe(cls) -> str:
-        doc = (cls.__doc__ or "").strip().splitlines()
-        return doc[0] if doc else cls.name
-
-    @classmethod
-    def parameter_table(cls) -> list[tuple[str, str, str]]:
-        return [(n, repr(f.default), f.description or "") for n, f in cls.Params.model_fields.items()]
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from nnmark.data.base import ImageDataset
 from nnmark.errors import NnmarkError
 from nnmark.identity import OwnerKey
 from nnmark.oracle import Oracle
-from nnmark.registry import Registry, validate_params
+from nnmark.registry import Configurable, Registry, validate_params
 from nnmark.types import Key, Verdict
 
 
@@ -70,7 +70,7 @@ class KeyBatchMixer:
         return torch.cat([x, self.inputs[idx]]), torch.cat([y, self.labels[idx]]), None
 
 
-class Scheme(abc.ABC):
+class Scheme(Configurable, abc.ABC):
     """Base class of all watermarking schemes (see module docstring)."""
 
     name: ClassVar[str]
@@ -93,6 +93,8 @@ class Scheme(abc.ABC):
     #: p0 must be measured on clean reference models; False where it follows from how keys are made
     #: (random labels, a new class): embed_run then trains no reference models
     needs_calibration: ClassVar[bool] = True
+    #: clean reference models ``embed`` trains by default: enough that p0 bounds an unseen model
+    default_calibration: ClassVar[int] = 4
 
     def __init__(self, owner: OwnerKey | None = None, **params: Any) -> None:
         #: the owner's signing identity, for schemes that derive keys from a signature (Li 2019)
@@ -184,19 +186,6 @@ class Scheme(abc.ABC):
         from nnmark.verify.verifier import match_verdict
 
         return match_verdict(self, key, oracle, test, alpha)
-
-    @classmethod
-    def describe(cls) -> str:
-        doc = (cls.__doc__ or "").strip().splitlines()
-        return doc[0] if doc else cls.name
-
-    @classmethod
-    def parameter_table(cls) -> list[tuple[str, str, str]]:
-        """(name, default, description) for ``nnmark list schemes --verbose``."""
-        rows = []
-        for name, f in cls.Params.model_fields.items():
-            rows.append((name, repr(f.default), f.description or ""))
-        return rows
 
 
 SCHEMES: Registry[type[Scheme]] = Registry("scheme")
