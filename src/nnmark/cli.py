@@ -20,8 +20,8 @@ from rich.table import Table
 from nnmark import __version__
 from nnmark.errors import NnmarkError
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 app = typer.Typer(
     name="nnmark",
