@@ -374,7 +374,7 @@ def attack(
     from nnmark.data import load_dataset
     from nnmark.identity import load_owner, save_public
     from nnmark.io import KEY_FILE, load_spec
-    from nnmark.keyfile import load_key, save_key
+    from nnmark.keyfile import load_key, load_later_calibration, save_key
     from nnmark.oracle import TorchOracle
     from nnmark.training import evaluate
     from nnmark.verify.verifier import verify
@@ -430,7 +430,7 @@ def attack(
         f"saved {out_dir}"
     )
     for kpath, k in zip(key or [], keys, strict=True):
-        v = verify(k, TorchOracle(attacked))
+        v = verify(k, TorchOracle(attacked), calibration=load_later_calibration(kpath, k))
         state = {True: "found", False: "not found", None: "no verdict"}[v.watermarked]
         out.print(f"  {kpath}: watermark {state} (p-value {v.p_value:.3g}, {v.matches}/{v.queries})")
         if v.watermarked is None or k.scheme == "li-null-embedding":

@@ -528,52 +528,18 @@ class NullEmbedding(Scheme):
             "signature": checked,
         }
         rates = f"φ_null {phi_null:.1%} ({null_hits}/{n}), φ_true {phi_true:.1%} ({true_hits}/{n_true})"
+
+        def verdict(found: bool | None, p: float, bound: float | None, why: str) -> Verdict:
+            return Verdict(key.scheme, test, found, p, alpha, oracle.queries, null_hits, threshold=need,
+                           p0=bound, reason=why, notes=(checked,), evidence=evidence)
+
         if test == "threshold":
             reason = f"Li's rule: {rates}; both must exceed {threshold_rate:.0%}"
-            return Verdict(
-                key.scheme,
-                test,
-                passes,
-                p_value,
-                alpha,
-                oracle.queries,
-                null_hits,
-                need,
-                p0,
-                reason,
-                (checked,),
-                evidence,
-            )
+            return verdict(passes, p_value, p0, reason)
         if p0 is None:
-            return Verdict(
-                key.scheme,
-                test,
-                None,
-                math.nan,
-                alpha,
-                oracle.queries,
-                null_hits,
-                need,
-                None,
-                p0_source,
-                (checked,),
-                evidence,
-            )
+            return verdict(None, math.nan, None, p0_source)
         reason = (
             f"{rates}; both must exceed {threshold_rate:.0%} and p = p_null·b_true = "
             f"{p_null:.3g}·{b_true:.3g} ≤ alpha (p0 of φ_null {p0:.3f}, {p0_source})"
         )
-        return Verdict(
-            key.scheme,
-            test,
-            passes and p_value <= alpha,
-            p_value,
-            alpha,
-            oracle.queries,
-            null_hits,
-            need,
-            p0,
-            reason,
-            (checked,),
-            evidence,
-        )
+        return verdict(passes and p_value <= alpha, p_value, p0, reason)
