@@ -15,7 +15,6 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from nnmark import __version__
 from nnmark.errors import NnmarkError
@@ -528,10 +527,9 @@ def key_info(
     if as_json:
         sys.stdout.write(json.dumps(info) + "\n")
         return
-    table = Table(show_header=False, box=None)
-    for name, value in info.items():
-        table.add_row(name, str(value))
-    out.print(table)
+    width = max(len(name) for name in info)
+    for name, value in info.items():  # plain lines: hashes must never be cut to the terminal width
+        out.print(f"{name:<{width}}  {value}", markup=False)
     if not k.signed:
         out.print("unsigned: anyone could have written this key (embed with --owner STEM.key to sign)")
     out.print("publish this commitment now, in a dated public record: priority rests on when it appeared")
