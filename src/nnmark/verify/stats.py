@@ -114,7 +114,8 @@ class Sprt:
     def __post_init__(self) -> None:
         self.p0 = min(max(self.p0, 1e-9), 1 - 1e-9)
         self.p1 = min(max(self.p1, self.p0 + 1e-6), 1 - 1e-9)
-        self.upper = math.log((1 - self.beta) / self.alpha)
+        # 1/alpha rather than Wald's (1 - beta)/alpha: by Ville's inequality crossing it keeps p <= alpha
+        self.upper = math.log(1 / self.alpha)
         self.lower = math.log(self.beta / (1 - self.alpha))
 
     def update(self, match: bool) -> bool | None:
