@@ -55,7 +55,7 @@ def make_key(
     keys, by other seeds or recipes; at least 4 advised) and are calibrated on them; or pass
     ``target=CLASS`` and calibrate later with :func:`calibrate`.
     """
-    from nnmark.workflow import build_key
+    from nnmark.workflow import build_key, owner_seed_generator
 
     x = train_x if train_x.dtype == torch.uint8 else (train_x.clamp(0, 1) * 255).round().to(torch.uint8)
     if x.ndim != 4:
@@ -63,7 +63,7 @@ def make_key(
     data = ImageDataset("own", x, train_y.long(), x[:0], train_y[:0].long(), num_classes)
     cls = SCHEMES.get(scheme)
     obj = cls(**params)
-    material = obj.generate(data, torch.Generator().manual_seed(seed * 1_000_003 + 17))
+    material = obj.generate(data, owner_seed_generator(seed))
     preds = predictions(list(clean_models), material.inputs) if clean_models else []
     material = obj.assign_labels(material, num_classes, preds)
     from nnmark.types import ModelSpec

@@ -368,56 +368,25 @@ def attack(
 
     Example: nnmark attack finetune --model runs/wm --data mnist5k --out runs/wm-ft --set epochs=3
     """
-    from nnmark.attacks import ATTACKS, ClaimAttack, attacker_share
-    from nnmark.attacks.query import QUERY_ATTACKS
-    from nnmark.data import load_dataset
-    from nnmark.identity import load_owner, save_public
-    from nnmark.io import KEY_FILE, load_spec
-    from nnmark.keyfile import load_key, load_later_calibration, save_key
-    from nnmark.oracle import TorchOracle
-    from nnmark.training import evaluate
-    from nnmark.verify.verifier import verify
-    from nnmark.workflow import load_model, parse_settings, save_model
+    from nnmark.attacks.run import attack_run
+    from nnmark.io import KEY_FILE
+    from nnmark.workflow import parse_settings
 
-    if name in QUERY_ATTACKS and name not in ATTACKS:
-        raise NnmarkError(
-            f"{name} is a query attack (it changes answers, not the model); run it as a server with "
-            "`nnmark serve --model RUN --defense autoencoder` and verify through --url"
-        )
-    attack_obj = ATTACKS.get(name)(**parse_settings(settings))
-    keys = [load_key(k) for k in key or []]
-    spec = load_spec(model)
-    dataset = load_dataset(data, data_dir)
-    victim = load_model(model)
-    share = attacker_share(dataset, attacker_fraction, seed)
-    claim = None
-    if isinstance(attack_obj, ClaimAttack):
-        signer = load_owner(owner) if owner else None
-        claim = attack_obj.claim(
-            victim, spec, share, _config(1, seed, device), attacker=signer, victim_keys=keys
-        )
-        attacked = claim.model
-    else:
-        attacked = attack_obj(victim, spec, share, _config(1, seed, device))
-    acc = evaluate(attacked, dataset.test_x, dataset.test_y)
-    save_model(
-        attacked,
+    result = attack_run(
+        name,
+        model,
         out_dir,
-        like=model,
+        data,
+        _config(1, seed, device),
+        settings=parse_settings(settings),
+        attacker_fraction=attacker_fraction,
+        keys=key or [],
+        owner=owner,
+        data_dir=data_dir,
         force=force,
-        metrics={
-            "test_accuracy": acc,
-            "attack": name,
-            "attacked": str(model),
-            **(claim.metrics if claim else {}),
-        },
     )
+    claim = result.claim
     if claim is not None:
-        save_key(out_dir / KEY_FILE, claim.key, claim.signer)
-        if owner is None:
-            save_public(claim.signer.name, claim.signer.public_key_pem, out_dir / "attacker.pub")
-        key = [*(key or []), out_dir / KEY_FILE]
-        keys.append(claim.key)
         out.print(f"{name}: the attacker's key {out_dir / KEY_FILE} is signed by {claim.signer.name!r}")
         for stage in ("before", "after"):
             if isinstance(claim.metrics.get(stage), dict):
@@ -425,11 +394,10 @@ def attack(
                     f"{n} {r:.2%}" for n, r in v.items()) for k, v in claim.metrics[stage].items()]
                 out.print(f"  {stage}: " + "; ".join(parts))
     out.print(
-        f"{name}: test accuracy {evaluate(victim, dataset.test_x, dataset.test_y):.2%} -> {acc:.2%}; "
+        f"{name}: test accuracy {result.victim_accuracy:.2%} -> {result.metrics['test_accuracy']:.2%}; "
         f"saved {out_dir}"
     )
-    for kpath, k in zip(key or [], keys, strict=True):
-        v = verify(k, TorchOracle(attacked), calibration=load_later_calibration(kpath, k))
+    for kpath, k, v in result.verdicts:
         state = {True: "found", False: "not found", None: "no verdict"}[v.watermarked]
         out.print(f"  {kpath}: watermark {state} (p-value {v.p_value:.3g}, {v.matches}/{v.queries})")
         if v.watermarked is None or k.scheme == "li-null-embedding":

@@ -30,7 +30,6 @@ from typing import Any
 import torch
 
 from nnmark.errors import NnmarkError
-from nnmark.types import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ def import_state_dict(
             )
         if any(s <= 0 for s in std):
             raise NnmarkError(f"{path} holds a normalisation with a non-positive std; fix the file")
-        spec = _replace_norm(spec, mean, std)
+        spec = replace(spec, mean=mean, std=std)
         net = build_model(spec)
     net.load_state_dict(state, strict=True)
     net.eval()
@@ -241,10 +240,6 @@ def _dims(t: torch.Tensor) -> str:
 def _few(items: list[str], n: int = 5) -> str:
     more = f" and {len(items) - n} more" if len(items) > n else ""
     return ", ".join(items[:n]) + more
-
-
-def _replace_norm(spec: ModelSpec, mean: tuple[float, ...], std: tuple[float, ...]) -> ModelSpec:
-    return replace(spec, mean=mean, std=std)
 
 
 def _sha256(path: Path) -> str:

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any
+
+Row = tuple[str, str, list[tuple[str, str, str]]]
 
 
-def listing(what: str) -> list[tuple[str, str, list[tuple[str, str, str]]]]:
+def _described(registry: Any) -> list[Row]:
+    """Rows of a registry whose entries describe themselves (schemes, attacks, query attacks)."""
+    return [(n, registry.get(n).describe(), registry.get(n).parameter_table()) for n in registry.names()]
+
+
+def listing(what: str) -> list[Row]:
     if what == "schemes":
         from nnmark.schemes import SCHEMES
 
-        return [(n, SCHEMES.get(n).describe(), SCHEMES.get(n).parameter_table()) for n in SCHEMES.names()]
+        return _described(SCHEMES)
     if what == "attacks":
         from nnmark.attacks import ATTACKS
         from nnmark.attacks.query import QUERY_ATTACKS
 
-        removal = [(n, ATTACKS.get(n).describe(), ATTACKS.get(n).parameter_table()) for n in ATTACKS.names()]
-        query = [
-            (n, QUERY_ATTACKS.get(n).describe(), QUERY_ATTACKS.get(n).parameter_table())
-            for n in QUERY_ATTACKS.names()
-        ]
-        return removal + query
+        return _described(ATTACKS) + _described(QUERY_ATTACKS)
     if what == "models":
         from nnmark.models import MODELS, describe_model, model_parameters
 
@@ -29,7 +32,7 @@ def listing(what: str) -> list[tuple[str, str, list[tuple[str, str, str]]]]:
         ]
     from nnmark.data import DATASETS, describe_dataset
 
-    rows = []
+    rows: list[Row] = []
     for n in DATASETS.names():
         params = [
             (p.name, repr(p.default), "")

@@ -35,7 +35,7 @@ logs how many inputs it flagged; nothing in the replies or in ``/info`` reveals 
 
 Defense ``autoencoder`` (Namba et al. 2019's query modification, the attack itself, see
 :mod:`nnmark.attacks.query.autoencoder`): a convolutional autoencoder is trained on a share
-(``defense_fraction``, default 10 %, drawn as :func:`~nnmark.attacks.base.attacker_share` draws
+(``defense_fraction``, default 10 %, drawn as :func:`~nnmark.attacks.base.share_indices` draws
 the attacker's data) of the run's training images; an input whose reconstruction loss or whose
 Jensen–Shannon divergence between ``f(x)`` and ``f(AE(x))`` is above its 95th percentile on
 held-out images is answered with ``f(AE(x))``, any other with ``f(x)``. The autoencoder and its
@@ -574,9 +574,8 @@ def autoencoder_defense(
     """Namba 2019 query modification over ``model``, trained on ``fraction`` of ``train_x``, or loaded
     from ``run_dir/defense/autoencoder.safetensors`` when that was made for the same weights, data
     share, seed and settings (else trained again and the cache rewritten, atomically)."""
-    from nnmark.attacks.base import attacker_share
+    from nnmark.attacks.base import share_indices
     from nnmark.attacks.query.autoencoder import QueryModification
-    from nnmark.data.base import ImageDataset
     from nnmark.io import MODEL_FILE
 
     run = Path(run_dir)
@@ -598,11 +597,9 @@ def autoencoder_defense(
             log.info("autoencoder defense: %s was made for another model or settings; retraining", cache)
         except NnmarkError as e:
             log.warning("autoencoder defense: ignoring %s (%s); retraining", cache, e)
-    no_labels = torch.zeros(len(train_x), dtype=torch.int64)
-    everything = ImageDataset("defense", train_x, no_labels, train_x[:0], no_labels[:0], 0)
-    share = attacker_share(everything, fraction, seed)
-    log.info("autoencoder defense: training on %d of %d training images", len(share.train_x), len(train_x))
-    qm.fit(share.train_x, progress=progress)
+    share = train_x[share_indices(len(train_x), fraction, seed)]
+    log.info("autoencoder defense: training on %d of %d training images", len(share), len(train_x))
+    qm.fit(share, progress=progress)
     try:
         qm.save(cache, extra=made_for)
     except OSError as e:

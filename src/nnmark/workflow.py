@@ -173,7 +173,8 @@ def save_model(
     return Path(run_dir)
 
 
-def _owner_seed_generator(seed: int) -> torch.Generator:
+def owner_seed_generator(seed: int) -> torch.Generator:
+    """The generator key material is drawn from: the owner's seed, offset from the training seed's stream."""
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + 17)
 
 
@@ -182,8 +183,8 @@ def build_key(
     material: KeyMaterial,
     spec: ModelSpec,
     model: torch.nn.Module | None,
-    calibration: calib.Calibration | None = None,
 ) -> Key:
+    """The key of labelled ``material`` (uncalibrated; ``model`` gives the weights' fingerprint)."""
     assert material.labels is not None
     params = {**scheme.params.model_dump(), **material.params}
     return Key(
@@ -194,7 +195,6 @@ def build_key(
         inputs=material.inputs.float().contiguous(),
         labels=material.labels.long(),
         tensors=material.tensors,
-        calibration=calibration,
         fingerprint=fingerprint(model) if model is not None else "",
     )
 
@@ -251,25 +251,21 @@ def embed_run(
         if scheme.retrains() and not pretrained:  # train normally first, then embed by retraining
             pre = train(model, data.train_x, data.train_y, config, progress=progress, description="train")
             pre_seconds, pretrained = pre.seconds, True
-        gen = _owner_seed_generator(config.seed)
+        gen = owner_seed_generator(config.seed)
         material = scheme.craft(model, data, scheme.generate(data, gen), gen)
         clean_spec = replace(spec, num_classes=data.num_classes)
         calibrate = calibrate if scheme.needs_calibration else 0  # p0 known from how keys are made
         references = (
             calib.train_reference_models(data, clean_spec, config, calibrate, progress) if calibrate else []
         )
-        preds = calib.predictions([m for m, _ in references], material.inputs)
+        ref_models = [m for m, _ in references]
+        # clean answers to the keys choose a shared target; keys that have labels need none
+        preds = calib.predictions(ref_models, material.inputs) if material.labels is None else []
         material = scheme.assign_labels(material, data.num_classes, preds)
-        assert material.labels is not None
-        calibration = None
+        key = build_key(scheme, material, spec, None)
         if references:
-            q_inputs, q_labels = scheme.calibration_queries(
-                material.inputs, material.labels, {**scheme.params.model_dump(), **material.params}
-            )
-            kept = calib.predictions([m for m, _ in references], q_inputs)
-            calibration = calib.calibration_from_predictions(kept, q_labels, [d for _, d in references])
-        key = build_key(scheme, material, spec, None, calibration)
-        retrain_epochs = int(getattr(scheme.params, "retrain_epochs", 0))
+            key = replace(key, calibration=calib.calibrate_key(key, ref_models, [d for _, d in references]))
+        retrain_epochs = scheme.params.retrain_epochs
         embed_config = replace(config, epochs=retrain_epochs) if pretrained and retrain_epochs else config
         result = scheme_train(scheme, model, data, key, embed_config, progress)
         result = replace(result, seconds=result.seconds + pre_seconds)
@@ -296,20 +292,7 @@ def embed_run(
 def scheme_train(
     scheme: Scheme, model: torch.nn.Module, data: ImageDataset, key: Key, config: TrainConfig, progress: bool
 ) -> TrainResult:
-    """Train with the scheme's keys mixed into every batch (schemes may override ``embed``); with
-    ``ew`` > 0 through exponential-weighting layers, folded into the weights afterwards."""
-    with exponential_weighting(model, float(getattr(scheme.params, "ew", 0.0))):
-        embed = getattr(scheme, "embed", None)
-        if callable(embed):
-            result = embed(model, data, key, config, progress)
-            assert isinstance(result, TrainResult)
-            return result
-        return train(
-            model,
-            data.train_x,
-            data.train_y,
-            config,
-            mixer=scheme.mixer(key),
-            progress=progress,
-            description=f"embed {scheme.name}",
-        )
+    """Train by the scheme's :meth:`~nnmark.schemes.base.Scheme.embed`; with ``ew`` > 0 through
+    exponential-weighting layers (Namba 2019 Eq. 11-12), folded into the weights afterwards."""
+    with exponential_weighting(model, scheme.params.ew):
+        return scheme.embed(model, data, key, config, progress)

@@ -116,18 +116,15 @@ def register_attack(cls: type[RemovalAttack]) -> type[RemovalAttack]:
     return cls
 
 
-def attacker_share(data: ImageDataset, fraction: float, seed: int) -> ImageDataset:
-    """The attacker's data: a random ``fraction`` of the owner's training set (test set unchanged)."""
+def share_indices(n: int, fraction: float, seed: int) -> torch.Tensor:
+    """Indices of a random ``fraction`` of ``n`` items (at least one), fixed by ``seed``."""
     if not 0 < fraction <= 1:
         raise NnmarkError(f"--attacker-fraction must be in (0, 1], got {fraction}")
-    n = max(1, round(len(data.train_x) * fraction))
-    idx = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(seed + 99991))[:n]
-    return ImageDataset(
-        data.name,
-        data.train_x[idx],
-        data.train_y[idx],
-        data.test_x,
-        data.test_y,
-        data.num_classes,
-        data.class_names,
-    )
+    k = max(1, round(n * fraction))
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed + 99991))[:k]
+
+
+def attacker_share(data: ImageDataset, fraction: float, seed: int) -> ImageDataset:
+    """The attacker's data: a random ``fraction`` of the owner's training set (test set unchanged)."""
+    idx = share_indices(len(data.train_x), fraction, seed)
+    return replace(data, train_x=data.train_x[idx], train_y=data.train_y[idx])

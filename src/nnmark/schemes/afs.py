@@ -44,6 +44,7 @@ from torch import nn
 
 from nnmark.data.base import ImageDataset
 from nnmark.schemes.base import KeyMaterial, Scheme, SchemeParams, register_scheme
+from nnmark.training import predict_logits
 from nnmark.types import Key
 
 CANDIDATES = 8  # candidate images per key: enough true and false adversaries to pick from
@@ -77,15 +78,9 @@ def fgsm(
     return torch.cat(out)
 
 
-@torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        return torch.cat([model(xb.to(device)).argmax(1).cpu() for xb in x.split(512)])
-    finally:
-        model.train(was_training)
+    """Labels of ``model`` for ``x`` on the model's own device (CPU tensor)."""
+    return predict_logits(model, x, device=str(next(model.parameters()).device), batch_size=512).argmax(1)
 
 
 @register_scheme

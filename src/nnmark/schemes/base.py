@@ -21,6 +21,7 @@ from nnmark.errors import NnmarkError
 from nnmark.identity import OwnerKey
 from nnmark.oracle import Oracle
 from nnmark.registry import Configurable, Registry, validate_params
+from nnmark.training import TrainConfig, TrainResult, train
 from nnmark.types import Key, Verdict
 
 
@@ -107,7 +108,7 @@ class Scheme(Configurable, abc.ABC):
 
     def retrains(self) -> bool:
         """Train normally, then embed by retraining (``trains_first`` schemes and ``ew`` > 0)."""
-        return self.trains_first or float(getattr(self.params, "ew", 0.0)) > 0
+        return self.trains_first or self.params.ew > 0
 
     def craft(
         self, model: torch.nn.Module, data: ImageDataset, material: KeyMaterial, gen: torch.Generator
@@ -172,6 +173,20 @@ class Scheme(Configurable, abc.ABC):
 
     def mixer(self, key: Key) -> KeyBatchMixer:
         return KeyBatchMixer(key.inputs, key.labels, self.params.keys_per_batch)
+
+    def embed(
+        self, model: torch.nn.Module, data: ImageDataset, key: Key, config: TrainConfig, progress: bool
+    ) -> TrainResult:
+        """Train ``model`` on the training set with :meth:`mixer`'s keys in every batch."""
+        return train(
+            model,
+            data.train_x,
+            data.train_y,
+            config,
+            mixer=self.mixer(key),
+            progress=progress,
+            description=f"embed {self.name}",
+        )
 
     def chance_rate(self, key: Key) -> tuple[float | None, str]:
         """p0: the match rate a model never trained on the keys shows, and where it comes from."""

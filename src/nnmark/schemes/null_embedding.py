@@ -91,6 +91,7 @@ from nnmark.errors import KeyTamperedError, NnmarkError
 from nnmark.identity import OwnerKey, parse_public, public_key_sha256, verify_signature
 from nnmark.oracle import Oracle
 from nnmark.schemes.base import KeyMaterial, Scheme, SchemeParams, register_scheme
+from nnmark.training import TrainConfig, TrainResult, train
 from nnmark.types import Key, Verdict
 from nnmark.verify import stats
 
@@ -253,16 +254,24 @@ def null_rates(model: torch.nn.Module, key: Key, device: str = "cpu") -> tuple[f
     from nnmark.oracle import TorchOracle
 
     wm = key_watermark(key)
-    lam = float(key.params["lam"])
     oracle = TorchOracle(model, device=device)
-    clean = oracle.labels(key.inputs)
-    null = oracle.labels(stamp(key.inputs, wm, lam))
-    true = oracle.labels(stamp(key.inputs, wm, lam, inverse=True))
-    y = key.labels
-    phi_null = float(((null == clean) & (clean == y)).float().mean())
-    other = y != wm.label
-    phi_true = float((true[other] == wm.label).float().mean()) if bool(other.any()) else math.nan
+    _, null_match, true_match = probe_matches(oracle, key.inputs, key.labels, wm, float(key.params["lam"]))
+    phi_null = float(null_match.float().mean())
+    phi_true = float(true_match.float().mean()) if len(true_match) else math.nan
     return phi_null, phi_true
+
+
+def probe_matches(
+    oracle: Oracle, x: torch.Tensor, y: torch.Tensor, wm: Watermark, lam: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Li's Algorithm 3 on probes ``x`` with true labels ``y`` (3 queries per probe): the clean
+    answers F(x), the null matches F(x ⊕ [p, λ]) = F(x) = y, and the true matches
+    F(x ⊕ [inv(p), λ]) = y_W over the probes whose label is not y_W."""
+    clean = oracle.labels(x)
+    null = oracle.labels(stamp(x, wm, lam))
+    true = oracle.labels(stamp(x, wm, lam, inverse=True))
+    other = y != wm.label
+    return clean, (null == clean) & (clean == y), true[other] == wm.label
 
 
 class DualMixer:
@@ -442,9 +451,10 @@ class NullEmbedding(Scheme):
             decoys=self.p.decoys,
         )
 
-    def embed(self, model: torch.nn.Module, data: ImageDataset, key: Key, config: Any, progress: bool) -> Any:
-        from nnmark.training import train
-
+    def embed(
+        self, model: torch.nn.Module, data: ImageDataset, key: Key, config: TrainConfig, progress: bool
+    ) -> TrainResult:
+        """Dual embedding from the first step (Sec. 6.2), λ ramped over the first ``ramp`` of the steps."""
         n, bs = len(data.train_x), min(config.batch_size, len(data.train_x))
         steps = config.epochs * math.ceil(n / bs)
         return train(
@@ -493,13 +503,8 @@ class NullEmbedding(Scheme):
         if n == 0:
             raise NnmarkError(f"{SCHEME_NAME} needs 3 queries per probe; raise --budget to at least 3")
         x, y = key.inputs[:n], key.labels[:n]
-        clean = oracle.labels(x)
-        null = oracle.labels(stamp(x, wm, lam))
-        true = oracle.labels(stamp(x, wm, lam, inverse=True))
-        null_hits = int(((null == clean) & (clean == y)).sum())
-        other = y != wm.label
-        n_true = int(other.sum())
-        true_hits = int((true[other] == wm.label).sum())
+        clean, null_match, true_match = probe_matches(oracle, x, y, wm, lam)
+        null_hits, true_hits, n_true = int(null_match.sum()), int(true_match.sum()), len(true_match)
         phi_null = null_hits / n
         phi_true = true_hits / n_true if n_true else 0.0
         passes = phi_null > threshold_rate and phi_true > threshold_rate

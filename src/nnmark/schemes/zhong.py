@@ -191,10 +191,10 @@ class ZhongNewLabel(Scheme):
             n = min(n, oracle.remaining if test == "threshold" else oracle.remaining // 2)
         if n < 1:
             raise NnmarkError("the query budget allows no key and control query; raise --budget")
-        control_seed = secrets.randbits(62)
-        ctrl_x = controls(key, control_seed)
         if test == "threshold":
             return self._threshold(key, oracle, keys_x[: min(n, ZHANG_QUERIES)], delta, alpha)
+        control_seed = secrets.randbits(62)
+        ctrl_x = controls(key, control_seed)
         if test == "binomial":
             return self._sign_test(key, oracle, keys_x[:n], ctrl_x[:n], delta, alpha, control_seed)
         return self._first_hit(key, oracle, keys_x[:n], ctrl_x[:n], delta, alpha, control_seed)

@@ -131,20 +131,10 @@ def _sprt(scheme: Scheme, key: Key, oracle: Oracle, alpha: float, p0: float | No
         f"Wald SPRT (p0 {p0:.3f} vs p1 {test.p1:.2f}) stopped after {test.n} queries with "
         f"{test.matches} matches" + ("" if decision is not None else " (keys or budget ran out)")
     )
-    return Verdict(
-        key.scheme,
-        "sprt",
-        watermarked,
-        p_value,
-        alpha,
-        oracle.queries,
-        test.matches,
-        0,
-        p0,
-        reason,
-        (),
-        {"p0_source": src, "log_likelihood_ratio": test.llr},
-    )
+    # a sequential test has no fixed match count to reach: threshold 0, the boundary is in evidence
+    return Verdict(key.scheme, "sprt", watermarked, p_value, alpha, oracle.queries, test.matches,
+                   threshold=0, p0=p0, reason=reason,
+                   evidence={"p0_source": src, "log_likelihood_ratio": test.llr, "boundary": test.upper})
 
 
 def check_owner(key: Key, owner_pub: str | Path | None) -> list[str]:
