@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from nnmark.calibration import calibrate_key, predictions
 from nnmark.data.base import ImageDataset
 from nnmark.errors import NnmarkError
+from nnmark.identity import OwnerKey
 from nnmark.schemes import SCHEMES
 from nnmark.types import Key
 
@@ -45,35 +46,44 @@ def make_key(
     train_y: torch.Tensor,
     num_classes: int,
     *,
-    seed: int = 0,
+    owner: OwnerKey | None = None,
+    key_seed: int | None = None,
     clean_models: Sequence[torch.nn.Module] = (),
+    dataset: str = "own",
     **params: Any,
 ) -> Key:
     """Generate a scheme's key from the owner's own data (uint8 N×C×H×W or float in [0, 1]).
 
-    Shared-target schemes pick their target from ``clean_models`` (models trained without the
-    keys, by other seeds or recipes; at least 4 advised) and are calibrated on them; or pass
-    ``target=CLASS`` and calibrate later with :func:`calibrate`.
+    The key secret comes from the OS's CSPRNG and, with ``owner``, from the owner's signature
+    (the key is then returned signed, as ``load_key`` would give it); ``key_seed`` makes a
+    reproducible research key that every verdict calls guessable. Shared-target schemes pick their
+    target from ``clean_models`` (models trained without the keys, by other seeds or recipes; at
+    least 3, more advised) and are calibrated on them; or pass ``target=CLASS`` and calibrate later
+    with :func:`calibrate`. ``dataset`` names a registered dataset of the same task where the
+    verifier may draw probe images (zhong-new-label, li-null-embedding); with the default the
+    verifier must be given probe data.
     """
-    from nnmark.workflow import build_key, owner_seed_generator
+    from nnmark.keyfile import key_bytes, parse_key
+    from nnmark.workflow import build_key, prepare_secret
 
     x = train_x if train_x.dtype == torch.uint8 else (train_x.clamp(0, 1) * 255).round().to(torch.uint8)
     if x.ndim != 4:
         raise NnmarkError(f"train_x must be N×C×H×W, got shape {tuple(train_x.shape)}")
     data = ImageDataset("own", x, train_y.long(), x[:0], train_y[:0].long(), num_classes)
     cls = SCHEMES.get(scheme)
-    obj = cls(**params)
-    material = obj.generate(data, owner_seed_generator(seed))
+    obj = cls(owner=owner, **params)
+    secret, gen = prepare_secret(obj, owner, key_seed)
+    material = obj.generate(data, gen)
     preds = predictions(list(clean_models), material.inputs) if clean_models else []
     material = obj.assign_labels(material, num_classes, preds)
     from nnmark.types import ModelSpec
 
     c, h, w = data.input_shape
-    spec = ModelSpec("own", num_classes + cls.extra_classes, (c, h, w), (0.0,) * c, (1.0,) * c)
-    key = build_key(obj, material, spec, None)
+    spec = ModelSpec("own", num_classes + cls.extra_classes, (c, h, w), (0.0,) * c, (1.0,) * c, dataset)
+    key = build_key(obj, material, spec, None, secret)
     if clean_models:
         key = calibrate(key, clean_models)
-    return key
+    return parse_key(key_bytes(key, owner), "the new key") if owner is not None else key
 
 
 def calibrate(key: Key, clean_models: Sequence[torch.nn.Module]) -> Key:

@@ -128,6 +128,11 @@ class Verdict:
     reason: str = ""
     notes: tuple[str, ...] = ()
     evidence: dict[str, Any] = field(default_factory=dict)
+    #: each number that decided the verdict: name -> {"value", "source" (protocol / verifier /
+    #: claimant / suspect), "how"}; see DESIGN.md "Who decides a verdict"
+    decided_by: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the false-accusation guarantee in words (α plus any calibration bound's own error)
+    guarantee: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -142,6 +147,8 @@ class Verdict:
             "p0": self.p0,
             "reason": self.reason,
             "notes": list(self.notes),
+            "decided_by": self.decided_by,
+            "guarantee": self.guarantee,
             "evidence": self.evidence,
         }
 

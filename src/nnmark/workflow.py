@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from nnmark import calibration as calib
+from nnmark import keysecret
 from nnmark.data import load_dataset
 from nnmark.data.base import ImageDataset
 from nnmark.errors import NnmarkError
@@ -28,6 +29,7 @@ from nnmark.schemes.base import KeyMaterial, add_output_classes
 from nnmark.schemes.ew import exponential_weighting
 from nnmark.training import TrainConfig, TrainResult, evaluate, train
 from nnmark.types import Key, ModelSpec
+from nnmark.verify.stats import MIN_REFERENCES
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +175,15 @@ def save_model(
     return Path(run_dir)
 
 
-def owner_seed_generator(seed: int) -> torch.Generator:
-    """The generator key material is drawn from: the owner's seed, offset from the training seed's stream."""
-    return torch.Generator().manual_seed(int(seed) * 1_000_003 + 17)
+def prepare_secret(
+    scheme: Scheme, owner: OwnerKey | None, key_seed: int | None
+) -> tuple[dict[str, Any], torch.Generator]:
+    """Give ``scheme`` a fresh key secret (the OS's CSPRNG, signed by ``owner`` when given; from
+    ``key_seed`` only for reproducible research keys, which say they are guessable); returns the
+    key's secret entry and the generator key material is drawn from. ``--seed`` plays no part."""
+    entry = keysecret.new_secret(scheme.name, owner, key_seed)
+    scheme.secret = keysecret.secret_from_entry(entry)
+    return entry, keysecret.generator(scheme.secret, f"{scheme.name}/generate")
 
 
 def build_key(
@@ -183,10 +191,17 @@ def build_key(
     material: KeyMaterial,
     spec: ModelSpec,
     model: torch.nn.Module | None,
+    secret: dict[str, Any],
 ) -> Key:
     """The key of labelled ``material`` (uncalibrated; ``model`` gives the weights' fingerprint)."""
     assert material.labels is not None
-    params = {**scheme.params.model_dump(), **material.params}
+    params = {
+        **scheme.params.model_dump(),
+        **material.params,
+        keysecret.SECRET_PARAM: secret,
+        "protocol": scheme.protocol_version,
+        "dataset": spec.dataset,
+    }
     return Key(
         scheme=scheme.name,
         params=params,
@@ -210,11 +225,16 @@ def embed_run(
     from_run: str | Path | None = None,
     calibrate: int | None = None,
     owner: OwnerKey | None = None,
+    key_seed: int | None = None,
     force: bool = False,
     progress: bool = True,
     data_dir: str | None = None,
 ) -> RunResult:
-    """Train (or fine-tune ``from_run``) a watermarked model and write its run folder and key."""
+    """Train (or fine-tune ``from_run``) a watermarked model and write its run folder and key.
+
+    Key material comes from a fresh secret (:func:`prepare_secret`), never from ``config.seed``;
+    ``key_seed`` makes it reproducible for research grids, and the key then says it is guessable.
+    """
     config, scheme_params = split_training_settings(settings, config)
     scheme = SCHEMES.get(scheme_name)(owner=owner, **scheme_params)
     data = resolve_data(data_name, data_dir)
@@ -239,8 +259,11 @@ def embed_run(
         base_model = None
     if calibrate is None:
         calibrate = scheme.default_calibration
-    if calibrate < 0:
-        raise NnmarkError("--calibrate must be 0 or more")
+    if calibrate < 0 or 0 < calibrate < MIN_REFERENCES:
+        raise NnmarkError(
+            f"--calibrate must be 0 (no calibration) or at least {MIN_REFERENCES}: fewer clean models cannot "
+            "bound an unseen clean model's chance rate"
+        )
     with new_folder(out, force) as tmp:
         if base_model is not None:
             model = base_model
@@ -251,7 +274,7 @@ def embed_run(
         if scheme.retrains() and not pretrained:  # train normally first, then embed by retraining
             pre = train(model, data.train_x, data.train_y, config, progress=progress, description="train")
             pre_seconds, pretrained = pre.seconds, True
-        gen = owner_seed_generator(config.seed)
+        secret, gen = prepare_secret(scheme, owner, key_seed)
         material = scheme.craft(model, data, scheme.generate(data, gen), gen)
         clean_spec = replace(spec, num_classes=data.num_classes)
         calibrate = calibrate if scheme.needs_calibration else 0  # p0 known from how keys are made
@@ -262,7 +285,7 @@ def embed_run(
         # clean answers to the keys choose a shared target; keys that have labels need none
         preds = calib.predictions(ref_models, material.inputs) if material.labels is None else []
         material = scheme.assign_labels(material, data.num_classes, preds)
-        key = build_key(scheme, material, spec, None)
+        key = build_key(scheme, material, spec, None, secret)
         if references:
             key = replace(key, calibration=calib.calibrate_key(key, ref_models, [d for _, d in references]))
         retrain_epochs = scheme.params.retrain_epochs

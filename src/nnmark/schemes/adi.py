@@ -25,8 +25,6 @@ from pydantic import Field
 
 from nnmark.data.base import ImageDataset
 from nnmark.schemes.base import KeyMaterial, Scheme, SchemeParams, register_scheme
-from nnmark.schemes.deepsigns import uniform_labels_chance
-from nnmark.types import Key
 
 SCALE = 4
 
@@ -96,13 +94,11 @@ class Adi(Scheme):
     name = "adi"
     Params: ClassVar[type[SchemeParams]] = AdiParams
     needs_calibration: ClassVar[bool] = False
+    derived_labels: ClassVar[str | None] = "uniform"
 
     def generate(self, data: ImageDataset, gen: torch.Generator) -> KeyMaterial:
         p = self.params
         assert isinstance(p, AdiParams)
         x = abstract_images(p.keys, data.input_shape, gen, p.shapes)
-        labels = torch.randint(data.num_classes, (p.keys,), generator=gen)
+        labels = self.secret_labels(x, data.num_classes, torch.full((p.keys,), -1))
         return KeyMaterial(x, labels, torch.full((p.keys,), -1, dtype=torch.int64))
-
-    def chance_rate(self, key: Key) -> tuple[float | None, str]:
-        return uniform_labels_chance(key, "abstract keys")

@@ -45,7 +45,6 @@ from torch import nn
 from nnmark.data.base import ImageDataset
 from nnmark.schemes.base import KeyMaterial, Scheme, SchemeParams, register_scheme
 from nnmark.training import predict_logits
-from nnmark.types import Key
 
 CANDIDATES = 8  # candidate images per key: enough true and false adversaries to pick from
 
@@ -119,16 +118,4 @@ class AdversarialFrontierStitching(Scheme):
             y[pick].clone(),
             y[pick].clone(),
             params={"true_adversaries": int(n_true), "false_adversaries": int(n_false)},
-        )
-
-    def chance_rate(self, key: Key) -> tuple[float | None, str]:
-        if key.calibration is not None:
-            return key.calibration.p0, (
-                "AFS keys keep their true labels, so clean models answer many of them correctly: p0 measured "
-                f"on clean models ({key.calibration.method})"
-            )
-        return None, (
-            "AFS keys keep their true labels and clean models answer many of them correctly, so p0 must be "
-            "measured on clean models: embed with --calibrate N or run "
-            "`nnmark calibrate --key KEY --model CLEAN...`"
         )

@@ -1,9 +1,15 @@
 """What every watermarking scheme provides: key generation, how keys enter training, verification.
 
 A scheme is a class registered in :data:`nnmark.schemes.SCHEMES`, configured by a frozen pydantic
-model of parameters (unknown names are refused). Keys are generated from the owner's seed, given
-labels (possibly after calibration on clean models), mixed into training by a
+model of parameters (unknown names are refused). Keys are generated from the key secret (see
+:mod:`nnmark.keysecret`: the OS's CSPRNG, bound to the owner's signature), given labels (possibly
+after calibration on clean models), mixed into training by a
 :class:`~nnmark.training.BatchMixer`, and verified through an :class:`~nnmark.oracle.Oracle`.
+
+Verification follows the scheme's *protocol*: its name and ``protocol_version`` fix the test's
+parameters (``protocol_fixed`` names the parameters a key must leave at their defaults), and
+:meth:`Scheme.verification_keys` says which key inputs and labels the verifier re-derives from
+the secret and which it takes from the claimant.
 """
 
 from __future__ import annotations
@@ -11,18 +17,22 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from nnmark import keysecret
 from nnmark.data.base import ImageDataset
-from nnmark.errors import NnmarkError
+from nnmark.errors import KeyTamperedError, NnmarkError
 from nnmark.identity import OwnerKey
 from nnmark.oracle import Oracle
 from nnmark.registry import Configurable, Registry, validate_params
 from nnmark.training import TrainConfig, TrainResult, train
 from nnmark.types import Key, Verdict
+
+if TYPE_CHECKING:
+    from nnmark.verify.context import VerifyContext
 
 
 class SchemeParams(BaseModel):
@@ -53,6 +63,19 @@ class KeyMaterial:
     source_labels: torch.Tensor
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VerificationKeys:
+    """The key queries a verifier sends and the labels it expects, with where each came from:
+    ``protocol`` (re-derived from the key secret by the verifier) or ``claimant`` (taken from the key)."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    inputs_source: str
+    labels_source: str
+    how: str = ""
+    notes: tuple[str, ...] = ()
 
 
 class KeyBatchMixer:
@@ -96,15 +119,25 @@ class Scheme(Configurable, abc.ABC):
     needs_calibration: ClassVar[bool] = True
     #: clean reference models ``embed`` trains by default: enough that p0 bounds an unseen model
     default_calibration: ClassVar[int] = 4
+    #: the verification protocol's version, stored in every key; a key of another version is refused
+    protocol_version: ClassVar[int] = 2
+    #: parameters the protocol fixes: a key that changed them gets no verdict
+    protocol_fixed: ClassVar[tuple[str, ...]] = ()
+    #: key labels drawn from the secret and the key inputs (:func:`nnmark.keysecret.derive_labels`):
+    #: "uniform" over the C classes, "other" than each image's own class, or None (the owner's labels)
+    derived_labels: ClassVar[str | None] = None
 
     def __init__(self, owner: OwnerKey | None = None, **params: Any) -> None:
         #: the owner's signing identity, for schemes that derive keys from a signature (Li 2019)
         self.owner = owner
         self.params = validate_params(self.Params, params, f"scheme {self.name}")
+        #: the key secret (set by the workflow before :meth:`generate`; see :mod:`nnmark.keysecret`)
+        self.secret: bytes | None = None
 
     @abc.abstractmethod
     def generate(self, data: ImageDataset, gen: torch.Generator) -> KeyMaterial:
-        """Make key inputs from the owner's seed (``gen``) and the owner's data."""
+        """Make key inputs from the key secret (``gen`` is seeded from it; ``self.secret`` is set)
+        and the owner's data."""
 
     def retrains(self) -> bool:
         """Train normally, then embed by retraining (``trains_first`` schemes and ``ew`` > 0)."""
@@ -188,19 +221,66 @@ class Scheme(Configurable, abc.ABC):
             description=f"embed {self.name}",
         )
 
-    def chance_rate(self, key: Key) -> tuple[float | None, str]:
-        """p0: the match rate a model never trained on the keys shows, and where it comes from."""
-        if key.calibration is not None:
-            return key.calibration.p0, f"calibrated on clean models: {key.calibration.method}"
-        return None, (
-            "no calibration: a shared-target key cannot be judged without measuring clean models; "
-            "run `nnmark calibrate --key KEY --model CLEAN_RUN...` (or embed with --calibrate N)"
+    def secret_labels(self, inputs: torch.Tensor, num_classes: int, own: torch.Tensor) -> torch.Tensor:
+        """Labels derived from the key secret for ``derived_labels`` schemes (at key generation)."""
+        if self.secret is None:
+            raise NnmarkError(f"{self.name}: no key secret was prepared before generating keys")
+        avoid = own if self.derived_labels == "other" else None
+        if avoid is not None and num_classes < 2:
+            raise NnmarkError(f"{self.name} needs at least 2 classes to give a key another label")
+        return keysecret.derive_labels(self.secret, inputs, num_classes, avoid)
+
+    def exact_chance_rate(self, key: Key) -> tuple[float, str] | None:
+        """(p0, why) when the way key labels are drawn fixes p0 exactly (random labels derived from
+        the secret); None when p0 must be measured on clean models."""
+        c = key.num_classes
+        if self.derived_labels == "uniform":
+            return 1.0 / c, (
+                f"each key label is drawn uniformly from the {c} classes by a hash of the key secret and all "
+                f"key inputs: a model not trained on the keys matches each with probability 1/{c}"
+            )
+        if self.derived_labels == "other":
+            return 1.0 / (c - 1), (
+                f"each key label is drawn uniformly from the {c - 1} classes other than the image's stated "
+                f"class by a hash of the key secret and all key inputs: a model not trained on the keys "
+                f"matches each "
+                f"with probability at most 1/{c - 1}"
+            )
+        return None
+
+    def verification_keys(self, key: Key, ctx: VerifyContext) -> VerificationKeys:
+        """The key queries and expected labels. ``derived_labels`` schemes re-derive the labels from
+        the secret (refusing a key whose stored labels differ); otherwise both are the claimant's."""
+        del ctx
+        if self.derived_labels is not None:
+            own = key.tensors.get("source_labels") if self.derived_labels == "other" else None
+            if self.derived_labels == "other" and own is None:
+                raise KeyTamperedError("the key holds no source_labels to derive its labels from")
+            labels = keysecret.derive_labels(keysecret.key_secret(key), key.inputs, key.num_classes, own)
+            if not torch.equal(labels, key.labels.long()):
+                raise KeyTamperedError("the key's labels do not follow from its secret: the key was altered")
+            return VerificationKeys(
+                key.inputs,
+                labels,
+                "claimant",
+                "protocol",
+                "key images stored by the claimant; labels re-derived by the verifier from the key "
+                "secret and a hash of all key images",
+                ("the key images were chosen by the claimant, their labels follow from the key secret",),
+            )
+        return VerificationKeys(
+            key.inputs,
+            key.labels,
+            "claimant",
+            "claimant",
+            "key inputs and labels as stored in the key",
+            ("the key inputs and their labels were chosen by the claimant; p0 must come from clean models",),
         )
 
-    def verify(self, key: Key, oracle: Oracle, test: str, alpha: float) -> Verdict:
+    def verify(self, key: Key, oracle: Oracle, test: str, ctx: VerifyContext) -> Verdict:
         from nnmark.verify.verifier import match_verdict
 
-        return match_verdict(self, key, oracle, test, alpha)
+        return match_verdict(self, key, oracle, test, ctx)
 
 
 SCHEMES: Registry[type[Scheme]] = Registry("scheme")

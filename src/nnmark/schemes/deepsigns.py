@@ -22,19 +22,10 @@ from pydantic import Field
 
 from nnmark.data.base import ImageDataset
 from nnmark.schemes.base import KeyMaterial, Scheme, SchemeParams, register_scheme
-from nnmark.types import Key
 
 
 class RandomLabelParams(SchemeParams):
     keys: int = Field(30, ge=1, le=100_000, description="number of key images")
-
-
-def uniform_labels_chance(key: Key, what: str) -> tuple[float, str]:
-    c = key.num_classes
-    return 1.0 / c, (
-        f"{what} carry labels drawn uniformly from the {c} classes, independently of any model the owner "
-        f"did not train: such a model matches each with probability exactly 1/{c}, no calibration needed"
-    )
 
 
 @register_scheme
@@ -44,14 +35,12 @@ class DeepSignsBB(Scheme):
     name = "deepsigns-bb"
     Params: ClassVar[type[SchemeParams]] = RandomLabelParams
     needs_calibration: ClassVar[bool] = False
+    derived_labels: ClassVar[str | None] = "uniform"
     trains_first: ClassVar[bool] = True
 
     def generate(self, data: ImageDataset, gen: torch.Generator) -> KeyMaterial:
         p = self.params
         assert isinstance(p, RandomLabelParams)
         x = torch.rand((p.keys, *data.input_shape), generator=gen)
-        labels = torch.randint(data.num_classes, (p.keys,), generator=gen)
+        labels = self.secret_labels(x, data.num_classes, torch.full((p.keys,), -1))
         return KeyMaterial(x, labels, torch.full((p.keys,), -1, dtype=torch.int64))
-
-    def chance_rate(self, key: Key) -> tuple[float | None, str]:
-        return uniform_labels_chance(key, "uniform-noise keys")

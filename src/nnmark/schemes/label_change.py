@@ -12,7 +12,9 @@ leaves the key images out of the training set (the paper does not say; measured 
 digit-cnn, 5 epochs: key accuracy 77 % with them in, 93 % without).
 
 Chance rate. Each key label L is drawn uniformly from the C − 1 labels other than the image's
-own class y, independently of any model the owner did not train. For such a model f,
+own class y by a hash of the key secret and all key images (:func:`nnmark.keysecret.derive_labels`;
+the verifier re-derives them, so a claimant cannot choose labels a clean model happens to give),
+independently of any model the owner did not train. For such a model f,
 P(f(x) = L) = P(f(x) ≠ y) · 1/(C − 1) ≤ 1/(C − 1): a model that answers the true class never
 matches, any other answer matches with probability 1/(C − 1). The labels are drawn independently,
 so the number of matches is dominated by Binomial(n, 1/(C − 1)): p0 = 1/(C − 1), exact as a
@@ -53,14 +55,6 @@ def key_image_mask(train_x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     return mask
 
 
-def random_other_labels(y: torch.Tensor, num_classes: int, gen: torch.Generator) -> torch.Tensor:
-    """For every label in ``y`` a label drawn uniformly from the other ``num_classes − 1`` classes."""
-    if num_classes < 2:
-        raise NnmarkError("label change needs at least 2 classes")
-    shift = torch.randint(1, num_classes, y.shape, generator=gen)
-    return (y + shift) % num_classes
-
-
 @register_scheme
 class LabelChange(Scheme):
     """Label change (Namba 2019): unmodified training images, each given a random other label."""
@@ -68,6 +62,7 @@ class LabelChange(Scheme):
     name = "label-change"
     Params: ClassVar[type[SchemeParams]] = LabelChangeParams
     needs_calibration: ClassVar[bool] = False
+    derived_labels: ClassVar[str | None] = "other"
 
     def generate(self, data: ImageDataset, gen: torch.Generator) -> KeyMaterial:
         p = self.params
@@ -77,17 +72,10 @@ class LabelChange(Scheme):
                 f"label-change wants {p.keys} keys but the training set has {len(data.train_x)} images"
             )
         idx = torch.randperm(len(data.train_x), generator=gen)[: p.keys]
-        y = data.train_y[idx].clone()
-        labels = random_other_labels(y, data.num_classes, gen)
-        return KeyMaterial(data.train_x[idx].float().div(255), labels, y)
-
-    def chance_rate(self, key: Key) -> tuple[float | None, str]:
-        classes = key.num_classes
-        return 1.0 / (classes - 1), (
-            f"each key label was drawn uniformly from the {classes - 1} classes other than the image's own: "
-            f"a model not trained on the keys matches with probability (1 − P(true class))/{classes - 1} "
-            f"≤ 1/{classes - 1}, no calibration needed"
-        )
+        y = data.train_y[idx].long().clone()
+        x = data.train_x[idx].float().div(255)
+        labels = self.secret_labels(x, data.num_classes, y)
+        return KeyMaterial(x, labels, y, tensors={"source_labels": y})
 
     def embed(
         self, model: torch.nn.Module, data: ImageDataset, key: Key, config: TrainConfig, progress: bool
