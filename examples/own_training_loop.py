@@ -70,15 +70,21 @@ def main(argv: list[str] | None = None) -> int:
         my_training_loop(ref, lambda: iter(loader), epochs=max(1, epochs - 1), lr=lr)
         references.append(ref)
 
-    # 2. The key: 50 training images stamped with "TEST", relabelled to the rarest class.
-    key = nnmark.make_key("zhang-content", data.train_x[:n], y, 10, seed=7, clean_models=references, keys=50)
+    # 2. The key: 50 training images stamped with "TEST", relabelled to the rarest class. Its secret
+    #    (which images, the stamp's noise) comes from the OS's random source, never from a seed; pass
+    #    owner=nnmark.identity.load_owner("me.key") to sign it, and dataset= names where a verifier
+    #    may draw probe images for schemes that need them.
+    key = nnmark.make_key(
+        "zhang-content", data.train_x[:n], y, 10, clean_models=references, dataset="mnist5k", keys=50
+    )
 
     # 3. Your loop, with keys appended to every batch.
     torch.manual_seed(1)
     model = MyNet()
     my_training_loop(model, lambda: nnmark.mix_keys(loader, key, per_batch=2), epochs=epochs, lr=1e-3)
 
-    # 4. Verify your module, and a clean one nobody calibrated on.
+    # 4. Verify your module, and a clean one nobody calibrated on. This is the owner's check: p0 comes
+    #    from the calibration inside your key (the claimant's), and the verdict says so.
     torch.manual_seed(2)
     other = MyNet()
     my_training_loop(other, lambda: iter(loader), epochs=epochs, lr=1e-3)
@@ -91,10 +97,21 @@ def main(argv: list[str] | None = None) -> int:
         f"independent model: found={theirs.watermarked} p={theirs.p_value:.2g} "
         f"({theirs.matches}/{theirs.queries})"
     )
+    # 5. In a dispute a judge names the clean reference models (at least 3) and uses nothing of yours
+    #    but the key; here your reference models stand in for the judge's.
+    judged = nnmark.verify(
+        key,
+        nnmark.TorchOracle(model),
+        references=[(r, f"reference {i + 1}") for i, r in enumerate(references)],
+    )
+    print(
+        f"judge's run: found={judged.watermarked} p={judged.p_value:.2g}, "
+        f"p0 {judged.p0:.3f} from the {judged.decided_by['p0']['source']}"
+    )
     out = args.out or Path(tempfile.mkdtemp()) / "watermark.key"
     save_key(out, key)
     print(f"key written to {out}")
-    return 0 if ours.watermarked and not theirs.watermarked else 1
+    return 0 if ours.watermarked and judged.watermarked and theirs.watermarked is False else 1
 
 
 if __name__ == "__main__":

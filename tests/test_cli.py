@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from nnmark.keyfile import save_key
-from nnmark.types import Key
+from nnmark.keysecret import new_secret
+from nnmark.types import Calibration, Key
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
 
@@ -39,53 +40,32 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -
         assert w in lines[0], lines[0]
 
 
+def in_process(*args: str | Path) -> str:
+    """``nnmark ARGS`` in this process (no interpreter start-up): for set-up and output-only checks;
+    the tests of exit codes and error lines run the real command (:func:`nnmark`)."""
+    from typer.testing import CliRunner
+
+    from nnmark.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.output
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    common = ["--epochs", "1", "--set", "batch_size=128"]
-    nnmark("train", "--out", root / "clean1", "--seed", "11", *common, check=0)
-    nnmark(
-        "train",
-        "--out",
-        root / "clean2",
-        "--seed",
-        "12",
-        "--set",
-        "optimizer=sgd",
-        "--set",
-        "lr=0.05",
-        "--epochs",
-        "1",
-        check=0,
-    )
-    nnmark(
-        "embed",
-        "--scheme",
-        "zhang-content",
-        "--out",
-        root / "wm",
-        "--calibrate",
-        "2",
-        "--set",
-        "keys=40",
-        *common,
-        check=0,
-    )
-    nnmark(
-        "embed",
-        "--scheme",
-        "zhang-content",
-        "--out",
-        root / "uncalibrated",
-        "--calibrate",
-        "0",
-        "--set",
-        "target=3",
-        "--set",
-        "keys=40",
-        *common,
-        check=0,
-    )
+    # dnn1: five times cheaper to train than digit-cnn, and the commands are the same
+    common = ["--model", "dnn1", "--epochs", "1", "--set", "batch_size=128"]
+    in_process("keygen", "--owner", "Ada", "--out", root / "ada")
+    in_process("train", "--out", root / "clean1", "--seed", "11", *common)
+    in_process("train", "--out", root / "clean3", "--seed", "13", "--model", "dnn1", "--epochs", "1")
+    in_process("train", "--out", root / "clean2", "--seed", "12", "--set", "optimizer=sgd",
+               "--set", "lr=0.05", "--model", "dnn1", "--epochs", "1")  # fmt: skip
+    in_process("embed", "--scheme", "zhang-content", "--out", root / "wm", "--calibrate", "3",
+               "--owner", root / "ada.key", "--set", "keys=40", *common)  # fmt: skip
+    in_process("embed", "--scheme", "zhang-content", "--out", root / "uncalibrated", "--calibrate", "0",
+               "--set", "target=3", "--set", "keys=40", *common)  # fmt: skip
     return root
 
 
@@ -116,16 +96,11 @@ def test_uncalibrated_shared_target_key_gives_no_verdict(runs):
 
 def test_calibrated_key_decides_and_later_calibration_goes_beside_the_key(runs):
     key_bytes = (runs / "wm" / "watermark.key").read_bytes()
-    nnmark(
-        "calibrate",
-        "--key",
-        runs / "wm" / "watermark.key",
-        "--model",
-        runs / "clean1",
-        "--model",
-        runs / "clean2",
-        check=0,
+    clean = [a for i in (1, 2, 3) for a in ("--model", runs / f"clean{i}")]
+    calibrated = nnmark(
+        "calibrate", "--key", runs / "wm" / "watermark.key", *clean, "--signer", runs / "ada.key", check=0
     )
+    assert "signed by Ada" in calibrated.stdout and "warning" not in calibrated.stderr
     assert (runs / "wm" / "calibration.json").is_file()
     assert (runs / "wm" / "watermark.key").read_bytes() == key_bytes
     found = nnmark(
@@ -133,10 +108,28 @@ def test_calibrated_key_decides_and_later_calibration_goes_beside_the_key(runs):
     )
     doc = json.loads(found.stdout)
     assert found.stdout.count("\n") == 1
-    assert {"scheme", "test", "watermarked", "p_value", "alpha", "queries", "matches", "threshold"} <= set(
-        doc
-    )
+    assert {
+        "scheme",
+        "test",
+        "watermarked",
+        "p_value",
+        "alpha",
+        "queries",
+        "matches",
+        "threshold",
+        "decided_by",
+        "guarantee",
+    } <= set(doc)
     assert doc["watermarked"] is True and doc["queries"] == 40
+    # owner mode: p0 from calibration.json, signed by the key's owner: the claimant's number
+    assert doc["decided_by"]["p0"]["source"] == "claimant"
+    assert "calibration.json signed by the key's owner" in doc["decided_by"]["p0"]["how"]
+    sources = {e["source"] for e in doc["decided_by"].values()}
+    assert sources <= {"protocol", "verifier", "claimant", "suspect"}
+    # a judge names the same clean models: p0 is then the verifier's
+    refs = [a for i in (1, 2, 3) for a in ("--reference", runs / f"clean{i}")]
+    judged = nnmark("verify", "--key", runs / "wm", "--model", runs / "wm", *refs, "--json", check=0)
+    assert json.loads(judged.stdout)["decided_by"]["p0"]["source"] == "verifier"
     clean = nnmark(
         "verify", "--key", runs / "wm" / "watermark.key", "--model", runs / "clean1", "--json", check=1
     )
@@ -189,11 +182,12 @@ def test_missing_and_corrupt_inputs(runs, tmp_path):
 def test_key_for_another_input_shape(runs, tmp_path):
     other = Key(
         scheme="zhang-content",
-        params={"target": 1},
+        params={"target": 1, "secret": new_secret("zhang-content"), "protocol": 2, "dataset": "cifar10"},
         input_shape=(3, 32, 32),
         num_classes=10,
         inputs=torch.rand(8, 3, 32, 32),
         labels=torch.ones(8, dtype=torch.int64),
+        calibration=Calibration((0.0, 0.1, 0.0), 8, 0.5, "test"),
     )
     save_key(tmp_path / "cifar.key", other)
     assert_one_line_error(
@@ -202,11 +196,11 @@ def test_key_for_another_input_shape(runs, tmp_path):
 
 
 def test_list_verbose_documents_parameters():
-    proc = nnmark("list", "schemes", "--verbose", check=0)
+    text = in_process("list", "schemes", "--verbose")
     for word in ("zhang-content", "zhang-unrelated", "zhang-noise", "noise_std", "target", "keys", "source"):
-        assert word in proc.stdout
+        assert word in text
     for what in ("models", "datasets", "attacks"):
-        assert nnmark("list", what, check=0).stdout.strip()
+        assert in_process("list", what).strip()
 
 
 def test_every_command_has_help_with_an_example():
@@ -225,4 +219,8 @@ def test_every_command_has_help_with_an_example():
         "list",
     ):
         assert cmd in top
-        assert "Example" in nnmark(cmd, "--help", check=0).stdout
+        assert "Example" in in_process(cmd, "--help")
+    for option in ("--judge", "--reference", "--trust", "--probe-data"):
+        assert option in in_process("verify", "--help")
+    assert "--key-seed" in in_process("embed", "--help")
+    assert "--signer" in in_process("calibrate", "--help")

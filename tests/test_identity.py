@@ -1,4 +1,5 @@
-"""Owner identities and keys bound to them (issue 5): keygen, passphrases, signed keys, every refusal."""
+"""Owner identities and keys bound to them (issues 5 and 8): keygen, passphrases, signed keys, every
+refusal, and key secrets that two owners with identical settings never share."""
 
 from __future__ import annotations
 
@@ -14,8 +15,17 @@ from torch import nn
 
 from nnmark import cli
 from nnmark.errors import KeyTamperedError, NnmarkError
-from nnmark.identity import OWNER_HEADER, generate_owner, load_owner, load_public, save_owner
+from nnmark.identity import (
+    OWNER_HEADER,
+    OwnerKey,
+    generate_owner,
+    load_owner,
+    load_public,
+    save_owner,
+    sha256_hex,
+)
 from nnmark.keyfile import key_bytes, load_key, parse_key, save_key
+from nnmark.keysecret import new_secret
 from nnmark.oracle import TorchOracle
 from nnmark.types import Calibration, Key, Owner
 from nnmark.verify.verifier import check_owner, verify
@@ -36,16 +46,27 @@ def run_cli(
     return code, captured.out, captured.err
 
 
-def small_key(calibrated: bool = True) -> Key:
+def small_key(calibrated: bool = True, owner: OwnerKey | None = None) -> Key:
+    """A zhang-content key as this nnmark writes it (secret signed by ``owner`` when given)."""
     g = torch.Generator().manual_seed(0)
     return Key(
         scheme="zhang-content",
-        params={"target": 3, "keys": 6, "text": "TEST", "value": 1.0},
+        params={
+            "target": 3,
+            "keys": 6,
+            "text": "TEST",
+            "value": 1.0,
+            "secret": new_secret("zhang-content", owner),
+            "protocol": 2,
+            "dataset": "mnist5k",
+        },
         input_shape=(1, 4, 4),
         num_classes=10,
         inputs=torch.rand(6, 1, 4, 4, generator=g),
         labels=torch.full((6,), 3),
-        calibration=Calibration((0.1, 0.2), 6, 0.3, "test calibration", ("a", "b")) if calibrated else None,
+        calibration=Calibration((0.1, 0.2, 0.1), 6, 0.3, "test calibration", ("a", "b", "c"))
+        if calibrated
+        else None,
         created="2026-01-01T00:00:00+00:00",
     )
 
@@ -141,21 +162,20 @@ def test_resigned_body_with_a_foreign_signature_is_refused():
 
 
 def write_signed(path: Path, signer_stem: Path | None, name: str | None = None) -> Path:
-    key = small_key()
     signer = load_owner(f"{signer_stem}.key") if signer_stem else None
     if signer is not None and name is not None:
         signer = replace(signer, name=name)
-    save_key(path, key, signer)
+    save_key(path, small_key(owner=signer), signer)
     return path
 
 
 def test_verify_refuses_changed_bytes_other_owners_and_unsigned_keys(monkeypatch, capsys, people, tmp_path):
     alice_pub = f"{people['alice']}.pub"
     signed = write_signed(tmp_path / "alice.key", people["alice"])
-    data = bytearray(signed.read_bytes())
-    data[len(data) // 2] ^= 0x01
+    data = signed.read_bytes()
+    assert data.count(b"2026-01-01") == 1
     tampered = tmp_path / "tampered.key"
-    tampered.write_bytes(bytes(data))
+    tampered.write_bytes(data.replace(b"2026-01-01", b"2027-01-01"))  # valid JSON, one changed byte
     cases = {
         tampered: "was modified",
         write_signed(tmp_path / "bob.key", people["bob"]): "signed by 'Bob', not by the owner",
@@ -213,17 +233,34 @@ def test_unsigned_keys_still_verify_and_the_verdict_says_unsigned():
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 10))
     unsigned = parse_key(key_bytes(small_key()))
     verdict = verify(unsigned, TorchOracle(model))
-    assert verdict.watermarked is not None
+    # six keys against a calibrated p0 can never reach alpha: the verdict says so instead of "not found"
+    assert verdict.watermarked is None and "no power" in verdict.reason
     assert any(n.startswith("unsigned key:") for n in verdict.notes)
-    named = parse_key(
-        key_bytes(replace(small_key(), owner=Owner("Alice", generate_owner("A").public_key_pem)))
-    )
-    assert not named.signed
-    verdict = verify(named, TorchOracle(model))
-    assert any("names 'Alice', but carries no signature" in n for n in verdict.notes)
-    signed = parse_key(key_bytes(small_key(), generate_owner("Alice")))
+    alice = generate_owner("Alice")
+    signed = parse_key(key_bytes(small_key(owner=alice), alice))
     verdict = verify(signed, TorchOracle(model))
     assert any("priority rests on when commitment" in n for n in verdict.notes)
+    # a key that names an owner without that owner's signature is not a key at all
+    named = replace(small_key(owner=alice), owner=Owner("Alice", alice.public_key_pem))
+    with pytest.raises(KeyTamperedError, match="names owner 'Alice' but carries no signature"):
+        parse_key(key_bytes(named))
+
+
+def test_a_stripped_signature_is_refused_without_owner_pub(monkeypatch, capsys, people, tmp_path):
+    """Issue 8 point 4: signature set to null, body edited, commitment recomputed."""
+    path = write_signed(tmp_path / "alice.key", people["alice"])
+    doc = json.loads(path.read_bytes())
+    doc["signature"] = None
+    doc["body"]["params"]["target"] = 5
+    body = json.dumps(doc["body"], sort_keys=True, separators=(",", ":")).encode()
+    doc["commitment"] = sha256_hex(body)
+    path.write_bytes(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+    for extra in ((), ("--owner-pub", f"{people['alice']}.pub")):
+        code, out, err = run_cli(monkeypatch, capsys, "verify", "--key", path, "--model", tmp_path, *extra)
+        assert code == 2 and "names owner 'Alice' but carries no signature" in err, err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and out == ""
+    code, _, err = run_cli(monkeypatch, capsys, "key", "info", path)
+    assert code == 2 and "carries no signature" in err
 
 
 def test_embed_with_owner_signs_the_key_end_to_end(monkeypatch, capsys, people, small_mnist, tmp_path):
@@ -234,18 +271,19 @@ def test_embed_with_owner_signs_the_key_end_to_end(monkeypatch, capsys, people, 
     owner = load_owner(f"{people['alice']}.key")
     run = embed_run(
         "zhang-content",
-        {"target": 1, "keys": 20, "batch_size": 100},
+        {"target": 1, "keys": 20, "batch_size": 50, "keys_per_batch": 10},
         data,
         "dnn1",
-        TrainConfig(epochs=1),
+        TrainConfig(epochs=2),
         tmp_path / "wm",
-        calibrate=0,
+        calibrate=3,
         owner=owner,
         progress=False,
     )
     key = load_key(run.out)
     assert key.signed and key.owner is not None and key.owner.name == "Alice"
     assert key.commitment == run.commitment and key.fingerprint
+    assert key.params["secret"]["signature"] and key.params["protocol"] == 2
     code, out, err = run_cli(
         monkeypatch,
         capsys,
@@ -259,8 +297,8 @@ def test_embed_with_owner_signs_the_key_end_to_end(monkeypatch, capsys, people, 
         "--test",
         "threshold",
     )
-    assert code in (0, 1), err
-    assert "signed by Alice, checked against" in out
+    assert code == 0, (out, err)  # found: p0 from the owner's own calibration, signed into the key
+    assert "signed by Alice, checked against" in out and "[claimant]" in out
     code, _, err = run_cli(
         monkeypatch,
         capsys,
@@ -273,3 +311,51 @@ def test_embed_with_owner_signs_the_key_end_to_end(monkeypatch, capsys, people, 
         f"{people['bob']}.pub",
     )
     assert code == 2 and "not by the owner" in err
+    code, out, err = run_cli(monkeypatch, capsys, "key", "info", run.out / "watermark.key", "--json")
+    info = json.loads(out)
+    assert info["secret_signed"] is True and info["secret_guessable"] is False
+    assert info["secret_check"] == "ok"
+    secret = key.params["secret"]
+    for hidden in (secret["nonce"], secret["signature"], secret["message"]):
+        assert hidden not in out
+
+
+def test_two_owners_with_identical_settings_get_different_secrets(monkeypatch, capsys, tmp_path):
+    """Issue 8 point 1: two owners who run the same `embed` command (the default --seed 0, no owner
+    key) no longer share a key: secrets come from the OS's random source, not from --seed."""
+    import nnmark
+    from nnmark.workflow import load_model
+
+    runs = {}
+    for who in ("first", "second"):
+        code, _, err = run_cli(
+            monkeypatch, capsys, "embed", "--scheme", "adi", "--model", "dnn1", "--epochs", "1",
+            "--set", "keys_per_batch=32", "--out", tmp_path / who,
+        )  # fmt: skip
+        assert code == 0, err
+        runs[who] = (load_key(tmp_path / who), load_model(tmp_path / who))
+    (ka, ma), (kb, mb) = runs["first"], runs["second"]
+    assert ka.params["secret"]["nonce"] != kb.params["secret"]["nonce"]
+    assert not ka.params["secret"]["guessable"] and not kb.params["secret"]["guessable"]
+    assert not torch.equal(ka.inputs, kb.inputs) and not torch.equal(ka.labels, kb.labels)
+    assert nnmark.verify(ka, TorchOracle(ma)).watermarked is True
+    assert nnmark.verify(kb, TorchOracle(mb)).watermarked is True
+    # each one's model is not found with the other's key (p0 = 1/10 exactly: labels from the secret)
+    for key, model in ((ka, mb), (kb, ma)):
+        verdict = nnmark.verify(key, TorchOracle(model))
+        assert verdict.watermarked is False, verdict
+        assert verdict.decided_by["p0"]["source"] == "protocol"
+
+
+def test_a_key_seed_makes_a_reproducible_key_that_says_it_is_guessable(monkeypatch, capsys, tmp_path):
+    from nnmark.keysecret import is_guessable, secret_from_entry
+
+    a, b = new_secret("adi", None, key_seed=7), new_secret("adi", None, key_seed=7)
+    assert secret_from_entry(a) == secret_from_entry(b) and a["guessable"]
+    key = replace(small_key(), params={**small_key().params, "secret": a})
+    save_key(tmp_path / "k.key", key)
+    assert is_guessable(load_key(tmp_path / "k.key"))
+    code, out, _ = run_cli(monkeypatch, capsys, "key", "info", tmp_path / "k.key")
+    assert code == 0 and "guessable" in out and a["nonce"] not in out
+    code, out, _ = run_cli(monkeypatch, capsys, "key", "info", tmp_path / "k.key", "--json")
+    assert json.loads(out)["secret_guessable"] is True

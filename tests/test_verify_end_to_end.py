@@ -1,4 +1,5 @@
-"""The owner's promise: a watermarked model is found, independently trained clean models are not."""
+"""The owner's promise: a watermarked model is found, independently trained clean models are not,
+whether p0 comes from the owner's calibration (owner mode) or from clean models a judge names."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from nnmark.data.base import ImageDataset
 from nnmark.keyfile import load_key
 from nnmark.models import build_model
 from nnmark.oracle import TorchOracle
+from nnmark.schemes.base import add_output_classes
 from nnmark.training import TrainConfig, evaluate, train
 from nnmark.workflow import embed_run, load_model, model_spec
 
@@ -49,7 +51,7 @@ def test_watermarked_model_is_found(watermarked, small_mnist):
 def test_ten_independent_clean_models_are_not_found(watermarked, small_mnist):
     key = load_key(watermarked.out / "watermark.key")
     spec = model_spec("digit-cnn", small_mnist)
-    rates = []
+    rates, models = [], []
     for i in range(10):
         recipe = RECIPES[i % len(RECIPES)]
         config = replace(TrainConfig(epochs=EPOCHS, seed=5000 + i), **recipe)  # type: ignore[arg-type]
@@ -59,7 +61,16 @@ def test_ten_independent_clean_models_are_not_found(watermarked, small_mnist):
         verdict = nnmark.verify(key, TorchOracle(model))
         rates.append(verdict.matches / verdict.queries)
         assert verdict.watermarked is False, (i, verdict)
+        assert verdict.decided_by["p0"]["source"] == "claimant"
+        models.append(model)
     assert max(rates) < 0.5
+    # a judge names three of them as reference models: p0 is then the verifier's, and the verdicts hold
+    judge = nnmark.VerifyContext(references=[(m, f"clean {i}") for i, m in enumerate(models[:3])])
+    found = nnmark.verify(key, TorchOracle(load_model(watermarked.out)), context=judge)
+    assert found.watermarked is True and found.decided_by["p0"]["source"] == "verifier"
+    assert "claimant" not in found.guarantee
+    for model in models[3:]:
+        assert nnmark.verify(key, TorchOracle(model), context=judge).watermarked is False
 
 
 def test_uncalibrated_shared_target_gives_no_verdict(watermarked):
@@ -68,11 +79,18 @@ def test_uncalibrated_shared_target_gives_no_verdict(watermarked):
     assert verdict.watermarked is None and "calibrat" in verdict.reason
 
 
-def test_suspect_with_other_number_of_outputs_is_still_judged(watermarked, small_mnist):
+def test_suspect_with_other_number_of_outputs_is_still_judged(watermarked):
+    """The number of outputs is the suspect's: an 11-output copy is judged like the 10-output one."""
     key = load_key(watermarked.out / "watermark.key")
-    spec = replace(model_spec("digit-cnn", small_mnist), num_classes=11)
-    verdict = nnmark.verify(key, TorchOracle(build_model(spec)))
-    assert verdict.watermarked is False
+    model = add_output_classes(load_model(watermarked.out), 1)
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight[10].zero_()
+        last.bias[10] = -1e4  # the new output never wins: the stolen model's answers
+    assert nnmark.verify(key, TorchOracle(model)).watermarked is True
+    with torch.no_grad():
+        last.bias[10] = 1e4  # the new output always wins: no key answer matches
+    assert nnmark.verify(key, TorchOracle(model)).watermarked is False
 
 
 def test_sprt_and_threshold_tests(watermarked):

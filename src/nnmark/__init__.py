@@ -1,7 +1,8 @@
 """nnmark: prove ownership of neural networks by watermarking.
 
-Python API (see DESIGN.md): ``load_model``, ``save_model``, ``load_key``, ``verify`` and the
-oracles ``TorchOracle``, ``OnnxOracle``, ``HttpOracle``.
+Python API (see DESIGN.md): ``load_model``, ``save_model``, ``load_key``, ``verify`` (with a
+``VerifyContext`` for the verifier's own choices: ``judge``, reference models, trusted calibrations,
+probe data) and the oracles ``TorchOracle``, ``OnnxOracle``, ``HttpOracle``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ _LAZY = {
     "TorchOracle": ("nnmark.oracle", "TorchOracle"),
     "OnnxOracle": ("nnmark.oracle", "OnnxOracle"),
     "HttpOracle": ("nnmark.http_oracle", "HttpOracle"),
+    "VerifyContext": ("nnmark.verify.context", "VerifyContext"),
     "keys_dataset": ("nnmark.byo", "keys_dataset"),
     "mix_keys": ("nnmark.byo", "mix_keys"),
     "make_key": ("nnmark.byo", "make_key"),
@@ -26,6 +28,7 @@ __all__ = [
     "HttpOracle",
     "OnnxOracle",
     "TorchOracle",
+    "VerifyContext",
     "__version__",
     "keys_dataset",
     "load_key",
@@ -43,6 +46,7 @@ from nnmark.verify.verifier import verify  # noqa: E402
 if TYPE_CHECKING:
     from nnmark.keyfile import load_key
     from nnmark.oracle import OnnxOracle, TorchOracle
+    from nnmark.verify.context import VerifyContext
     from nnmark.workflow import load_model, save_model
 
 

@@ -21,6 +21,7 @@ from nnmark.errors import NnmarkError
 from nnmark.identity import OwnerKey
 from nnmark.schemes import SCHEMES
 from nnmark.types import Key
+from nnmark.verify.stats import MIN_REFERENCES
 
 
 class KeyDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -83,13 +84,21 @@ def make_key(
     key = build_key(obj, material, spec, None, secret)
     if clean_models:
         key = calibrate(key, clean_models)
-    return parse_key(key_bytes(key, owner), "the new key") if owner is not None else key
+    # the key exactly as load_key gives it back: its commitment, and signed by ``owner`` when given
+    return parse_key(key_bytes(key, owner), "the new key")
 
 
 def calibrate(key: Key, clean_models: Sequence[torch.nn.Module]) -> Key:
-    """Return ``key`` with a calibration measured on ``clean_models``."""
-    cal = calibrate_key(key, clean_models, [m.__class__.__name__ for m in clean_models])
-    return replace(key, calibration=cal)
+    """Return ``key`` with a calibration measured on ``clean_models`` (at least 3, trained without the
+    keys by other seeds or recipes). Save the result with the owner's signature
+    (``save_key(path, key, owner)``): a verifier counts a key's calibration as the claimant's."""
+    if len(clean_models) < MIN_REFERENCES:
+        raise NnmarkError(
+            f"calibration needs at least {MIN_REFERENCES} clean models, got {len(clean_models)}: fewer "
+            "cannot bound the chance rate of a clean model nobody has seen"
+        )
+    names = [f"{m.__class__.__name__} #{i + 1}" for i, m in enumerate(clean_models)]
+    return replace(key, calibration=calibrate_key(key, clean_models, names))
 
 
 def mix_keys(

@@ -1,7 +1,9 @@
 """The ``nnmark`` command line (typer). Thin: parses, calls the library, prints.
 
 User errors end in one line on stderr and exit status 2 (``--verbose`` shows the traceback).
-``verify`` exits 0 when the watermark is found, 1 when not, 2 when no verdict is possible.
+``verify`` exits 0 when the watermark is found, 1 when not, 2 when no verdict is possible; who
+decided each number of a verdict is DESIGN.md's "Who decides a verdict" (owner mode, or
+``--judge`` where nothing of the claimant's but the key counts).
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ app.add_typer(key_app, name="key")
 
 _state: dict[str, bool] = {"verbose": False}
 
-Seed = Annotated[int, typer.Option(help="random seed (data order, initial weights, key generation)")]
+Seed = Annotated[
+    int, typer.Option(help="random seed for training (data order, initial weights); never key secrets")
+]
 Device = Annotated[str, typer.Option(help="cpu, cuda or auto")]
 Force = Annotated[bool, typer.Option("--force", help="replace an existing --out")]
 Sets = Annotated[list[str] | None, typer.Option("--set", help="name=value setting (repeatable)")]
@@ -166,11 +170,21 @@ def embed(
     ] = None,
     calibrate: Annotated[
         int | None,
-        typer.Option(help="clean reference models trained to measure chance matches p0 (default: 4, afs 8)"),
+        typer.Option(
+            help="clean reference models trained to measure chance matches p0: 0 (none) or at least 3 "
+            "(default: 4, afs 8; schemes whose p0 is exact train none)"
+        ),
     ] = None,
     owner: Annotated[Path | None, typer.Option(help="owner key STEM.key to sign the watermark key")] = None,
     passphrase_env: Annotated[
         str | None, typer.Option(help="environment variable holding the owner key's passphrase")
+    ] = None,
+    key_seed: Annotated[
+        int | None,
+        typer.Option(
+            help="research only: derive the key secret from this number, so the key is reproducible, "
+            "guessable by anyone, and every verdict says so (default: the OS's random source)"
+        ),
     ] = None,
     seed: Seed = 0,
     device: Device = "cpu",
@@ -196,6 +210,7 @@ def embed(
         from_run=from_run,
         calibrate=calibrate,
         owner=signer,
+        key_seed=key_seed,
         force=force,
         data_dir=data_dir,
     )
@@ -205,6 +220,8 @@ def embed(
         f"watermark accuracy {m['watermark_accuracy']:.2%} -> {out_dir}"
     )
     out.print(f"key commitment (publish it now to fix priority): {result.commitment}")
+    if key_seed is not None:
+        err.print(f"nnmark: warning: --key-seed {key_seed}: anyone can regenerate this key (research only)")
 
 
 @app.command("import")
@@ -288,36 +305,77 @@ def verify_cmd(
     owner_pub: Annotated[
         Path | None, typer.Option(help="the owner's STEM.pub the key must be signed by")
     ] = None,
+    judge: Annotated[
+        bool,
+        typer.Option(
+            "--judge",
+            help="a judge's verdict: nothing of the claimant's but the key decides (p0 from --reference "
+            "models or a --trust'ed calibration, never the claimant's own)",
+        ),
+    ] = False,
+    reference: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="clean run folder the verifier names to measure p0 (repeat; at least 3; implies --judge)"
+        ),
+    ] = None,
+    trust: Annotated[
+        list[Path] | None,
+        typer.Option(help="STEM.pub whose signed calibration.json counts as the verifier's own (repeatable)"),
+    ] = None,
+    probe_data: Annotated[
+        str | None,
+        typer.Option(help="dataset the verifier draws probe images from (default: the key's dataset)"),
+    ] = None,
+    data_dir: DataDir = None,
     alpha: Annotated[float, typer.Option(help="false-accusation probability allowed")] = 1e-6,
     budget: Annotated[int | None, typer.Option(help="most single inputs to send")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
     report: Annotated[Path | None, typer.Option(help="also write an HTML evidence report")] = None,
-    seed: Seed = 0,
+    seed: Annotated[
+        int,
+        typer.Option(
+            help="accepted for scripts, unused: the verifier draws probes and query order from the OS's "
+            "random source"
+        ),
+    ] = 0,
     device: Device = "cpu",
 ) -> None:
     """Query a suspect with the key and decide: exit 0 found, 1 not found, 2 error or no verdict.
 
-    Example: nnmark verify --key runs/wm/watermark.key --model runs/suspect --json
-    """
-    from dataclasses import replace
+    Without --judge an owner checks a suspect and p0 may come from the owner's own signed
+    calibration (the verdict says so); a judge names clean models with --reference.
 
-    from nnmark.keyfile import load_key, load_later_calibration
+    Example: nnmark verify --key runs/wm/watermark.key --model runs/suspect --judge
+    --reference runs/c1 --reference runs/c2 --reference runs/c3 --json
+    """
+    from nnmark.calibration import load_clean_models
+    from nnmark.identity import load_public
+    from nnmark.keyfile import load_key, verify_context
     from nnmark.verify.verifier import check_owner, verify
 
+    del seed  # nothing a verifier draws may be predictable
     k = load_key(key)
-    notes = check_owner(k, owner_pub)
-    later = load_later_calibration(key, k)
-    oracle = _oracle(model, onnx, url, protocol, None, device, input_type.value)
-    verdict = verify(
-        k, oracle, alpha=alpha, budget=budget, test=test.value if test else None, calibration=later
+    owner_notes = check_owner(k, owner_pub)
+    ctx = verify_context(
+        key,
+        k,
+        alpha=alpha,
+        judge=judge,
+        references=load_clean_models(reference or [], k),
+        trust=[load_public(t) for t in trust or []],
+        probe_data=probe_data,
+        data_dir=data_dir,
     )
-    verdict = replace(verdict, notes=tuple(notes) + verdict.notes)
+    ctx.notes[:0] = owner_notes
+    oracle = _oracle(model, onnx, url, protocol, None, device, input_type.value)
+    verdict = verify(k, oracle, alpha=alpha, budget=budget, test=test.value if test else None, context=ctx)
     if report is not None:
         from nnmark.verify.report import write_report
 
         write_report(report, k, verdict)
     if as_json:
-        sys.stdout.write(json.dumps(verdict.to_json(), allow_nan=True) + "\n")
+        sys.stdout.write(json.dumps(verdict.to_json(), allow_nan=True, default=str) + "\n")
     else:
         _print_verdict(verdict)
     if verdict.watermarked is None:
@@ -335,9 +393,20 @@ def _print_verdict(v: Any) -> None:
         f"threshold {v.threshold}, queries {v.queries}"
     )
     if v.reason:
-        out.print(f"  {v.reason}")
+        out.print(f"  {v.reason}", markup=False)
+    if v.decided_by:
+        out.print("  decided by:")
+        for name, entry in v.decided_by.items():
+            how = f" — {entry['how']}" if entry.get("how") else ""
+            out.print(f"    {name} = {_shown(entry.get('value'))} [{entry.get('source')}]{how}", markup=False)
+    if v.guarantee:
+        out.print(f"  guarantee: {v.guarantee}", markup=False)
     for n in v.notes:
-        out.print(f"  note: {n}")
+        out.print(f"  note: {n}", markup=False)
+
+
+def _shown(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 @app.command()
@@ -407,30 +476,34 @@ def attack(
 @app.command()
 def calibrate(
     key: Annotated[Path, typer.Option(help="watermark.key to calibrate")],
-    model: Annotated[list[Path], typer.Option(help="clean run folders (repeat; at least 4 advised)")],
+    model: Annotated[list[Path], typer.Option(help="clean run folders (repeat; at least 3)")],
+    signer: Annotated[
+        Path,
+        typer.Option(
+            help="STEM.key that signs calibration.json: the key's owner (owner mode) or a verifier whom "
+            "a judge trusts (--trust STEM.pub)"
+        ),
+    ],
+    passphrase_env: Annotated[
+        str | None, typer.Option(help="environment variable holding the signer key's passphrase")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the calibration as JSON")] = False,
 ) -> None:
-    """Measure the chance match rate p0 on clean models; writes calibration.json beside the key.
+    """Measure the chance match rate p0 on clean models; writes calibration.json, signed, beside the key.
 
     Example: nnmark calibrate --key runs/wm/watermark.key --model runs/c1 --model runs/c2 --model runs/c3
+    --signer ada.key
     """
-    from nnmark.calibration import calibrate_key
-    from nnmark.keyfile import load_key, save_later_calibration
-    from nnmark.workflow import load_model
+    from nnmark.calibration import calibrate_later
+    from nnmark.identity import load_owner
 
-    k = load_key(key)
-    models = [load_model(m) for m in model]
-    cal = calibrate_key(k, models, [str(m) for m in model])
-    path = save_later_calibration(key, k, cal)
+    owner = load_owner(signer, passphrase_env)
+    cal, path = calibrate_later(key, model, owner)
     if as_json:
         sys.stdout.write(json.dumps(cal.to_json()) + "\n")
         return
     out.print(f"rates per clean model: {', '.join(f'{r:.3f}' for r in cal.rates)}")
-    out.print(f"p0 = {cal.p0:.4f} ({cal.method}) -> {path}")
-    if len(model) < 4:
-        err.print(
-            "nnmark: warning: fewer than 4 clean models; p0 is loose, add models trained by other recipes"
-        )
+    out.print(f"p0 = {cal.p0:.4f} ({cal.method}) -> {path}, signed by {owner.name}", markup=False)
 
 
 @app.command()
@@ -465,15 +538,16 @@ def key_info(
     key: Annotated[Path, typer.Argument(help="watermark.key")],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Show a key's owner, scheme, commitment and signature state, never its inputs.
+    """Show a key's owner, scheme, commitment and signature state, never its inputs or secret.
 
     Example: nnmark key info runs/wm/watermark.key
     """
     from nnmark.identity import public_key_sha256
-    from nnmark.keyfile import load_key
+    from nnmark.keyfile import load_key, secret_summary
     from nnmark.schemes import SCHEMES
 
     k = load_key(key)
+    secret = secret_summary(k)
     hidden = {"secret", "pattern_seed"}
     if k.scheme in SCHEMES:
         hidden |= set(SCHEMES.get(k.scheme).secret_params)
@@ -490,6 +564,9 @@ def key_info(
         "calibrated": k.calibration is not None,
         "fingerprint": k.fingerprint,
         "format_version": k.version,
+        "secret_signed": secret["signed"],
+        "secret_guessable": secret["guessable"],
+        "secret_check": secret["check"],
         "params": {p: v for p, v in k.params.items() if p not in hidden},
     }
     if as_json:
@@ -500,6 +577,8 @@ def key_info(
         out.print(f"{name:<{width}}  {value}", markup=False)
     if not k.signed:
         out.print("unsigned: anyone could have written this key (embed with --owner STEM.key to sign)")
+    if secret["guessable"]:
+        out.print("guessable: the key was made from --key-seed; anyone can regenerate it (research use only)")
     out.print("publish this commitment now, in a dated public record: priority rests on when it appeared")
 
 

@@ -3,6 +3,11 @@
 Trains a clean and a watermarked (zhang-content) digit-cnn, verifies both, attacks the
 watermarked one (fine-tuning and pruning) and verifies again, then prints a table of verdicts.
 Everything lives in one working folder that is replaced on every run.
+
+The verdicts are the owner's (owner mode): zhang-content keys share a target class the owner
+chose, so p0 comes from the clean reference models the owner trained at embed time — the
+claimant's calibration. The table says so in its "p0 from" column, and the footnote shows the
+judge's run, where p0 comes from clean models the verifier names.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from nnmark.keyfile import load_key
 from nnmark.oracle import TorchOracle
 from nnmark.training import TrainConfig, evaluate
 from nnmark.types import Verdict
+from nnmark.verify.context import VerifyContext
+from nnmark.verify.report import p0_source
 from nnmark.verify.verifier import verify
 from nnmark.workflow import embed_run, load_model, save_model, train_run
 
@@ -100,10 +107,11 @@ def run_demo(
     for label, run in suspects.items():
         model = load_model(run)
         acc = evaluate(model, data.test_x, data.test_y)
-        rows.append(DemoRow(label, acc, verify(key, TorchOracle(model))))
+        # owner mode: p0 from the owner's calibration in the key (the table says so)
+        rows.append(DemoRow(label, acc, verify(key, TorchOracle(model), context=VerifyContext())))
 
     table = Table(title=f"verdicts for {key_path} (alpha 1e-6)")
-    for col in ("suspect", "test acc.", "key matches", "p-value", "verdict"):
+    for col in ("suspect", "test acc.", "key matches", "p0", "p0 from", "p-value", "verdict"):
         table.add_column(col)
     for r in rows:
         v = r.verdict
@@ -112,14 +120,24 @@ def run_demo(
             r.model,
             f"{r.test_accuracy:.1%}",
             f"{v.matches}/{v.queries}",
+            "—" if v.p0 is None else f"{v.p0:.3f}",
+            p0_source(v) or "—",
             f"{v.p_value:.2g}",
             verdict[v.watermarked],
         )
     console.print(table)
-    p0 = key.calibration.p0 if key.calibration else float("nan")
+    sources = {p0_source(r.verdict) for r in rows}
+    if "claimant" in sources:
+        console.print(
+            f"p0 from the claimant: the owner's own {calibrate} clean reference models, trained at embed "
+            "time and stored in the key. These are the owner's verdicts; a judge names clean models "
+            f"of their own: nnmark verify --key {key_path} --model {workdir / 'fine-tuned'} --judge "
+            "--reference CLEAN_RUN --reference CLEAN_RUN --reference CLEAN_RUN",
+            markup=False,
+        )
     console.print(
-        f"chance match bound p0 = {p0:.3f} from {calibrate} clean models; "
         f"{time.perf_counter() - start:.0f} s in all. Try: nnmark verify --key {key_path} "
-        f"--model {workdir / 'clean'}"
+        f"--model {workdir / 'clean'}",
+        markup=False,
     )
     return rows

@@ -2,12 +2,22 @@
 
 The file is the canonical JSON serialisation (sorted keys, no spaces) of::
 
-    {"format": "nnmark-key", "version": 1, "body": {...}, "commitment": sha256(body), "signature": ...}
+    {"format": "nnmark-key", "version": 2, "body": {...}, "commitment": sha256(body), "signature": ...}
 
 so any changed byte is detected: the file must equal its own canonical form, the commitment must
 match the body, and a signed key's Ed25519 signature (over the canonical body) must verify against
-the owner's public key stored in the body. Calibration made later lives in ``calibration.json``
-beside the key, never in it.
+the owner's public key stored in the body. A key whose body names an owner must carry that owner's
+signature: stripping the signature (and recomputing the commitment) does not give a valid
+unsigned key that keeps the owner's name. Version 2 keys carry ``params["secret"]`` (see
+:mod:`nnmark.keysecret`), ``params["protocol"]`` and ``params["dataset"]``.
+
+Calibration made later lives in ``calibration.json`` beside the key, never in it, and counts only
+when signed (:func:`save_later_calibration`): the file holds the key's commitment, the
+calibration, the signer's name and public key, and the signer's Ed25519 signature over the
+canonical JSON of those three. Who the signer must be is the verifier's choice
+(:func:`verify_context`): the key's own owner (owner mode, p0 "from the claimant"), or a key the
+verifier trusts (``--trust``, p0 "from the verifier"). An unsigned ``calibration.json`` is ignored
+with a note; a signed one whose signature does not verify is refused.
 """
 
 from __future__ import annotations
@@ -15,20 +25,27 @@ from __future__ import annotations
 import base64
 import json
 import zlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
 from nnmark import identity
 from nnmark.errors import KeyTamperedError, NnmarkError
-from nnmark.io import CALIBRATION_FILE, atomic_write_bytes, read_json, write_json
+from nnmark.io import CALIBRATION_FILE, atomic_write_bytes, read_json
 from nnmark.types import Calibration, Key, Owner
+
+if TYPE_CHECKING:
+    from nnmark.data.base import ImageDataset
+    from nnmark.verify.context import VerifyContext
 
 FORMAT = "nnmark-key"
 _FIELDS = {"format", "version", "body", "commitment", "signature"}
-VERSION = 1
+#: 2: keys carry a key secret from the CSPRNG (``params["secret"]``), the protocol version and dataset
+VERSION = 2
+_CALIBRATION_FIELDS = {"commitment", "calibration", "signer", "signature"}
 _DTYPES = {"float32": torch.float32, "int64": torch.int64, "uint8": torch.uint8}
 
 
@@ -105,7 +122,10 @@ def parse_key(data: bytes, where: str = "key") -> Key:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise KeyTamperedError(f"{where} is not an nnmark key file")
     if doc.get("version") != VERSION:
-        raise NnmarkError(f"{where} has key format version {doc.get('version')}; this nnmark reads {VERSION}")
+        raise NnmarkError(
+            f"{where} has key format version {doc.get('version')}; this nnmark reads {VERSION} "
+            "(keys now carry a secret from the OS's random source): embed the watermark again"
+        )
     if _canonical(doc) + b"\n" != data:
         raise KeyTamperedError(f"{where} was modified: its bytes are not the ones nnmark wrote")
     if set(doc) != _FIELDS or not isinstance(doc["body"], dict):
@@ -117,6 +137,13 @@ def parse_key(data: bytes, where: str = "key") -> Key:
         raise KeyTamperedError(f"{where} was modified: its content does not match its commitment hash")
     signed = doc.get("signature") is not None
     owner_d = body.get("owner")
+    if owner_d is not None and not signed:
+        # a stripped signature: the body was edited and the commitment recomputed, the name kept
+        name = owner_d.get("name") if isinstance(owner_d, dict) else owner_d
+        raise KeyTamperedError(
+            f"{where} names owner {name!r} but carries no signature: it was altered (a key that names "
+            "an owner must be signed by that owner)"
+        )
     if signed:
         if not isinstance(owner_d, dict) or not isinstance(owner_d.get("public_key"), str):
             raise KeyTamperedError(f"{where} carries a signature but no owner public key")
@@ -159,23 +186,176 @@ def load_key(path: str | Path) -> Key:
     return parse_key(path.read_bytes(), str(path))
 
 
+def secret_summary(key: Key) -> dict[str, Any]:
+    """What may be shown of the key secret (``nnmark key info``): never its nonce, message or signature.
+
+    ``signed``: the secret follows from the owner's signature; ``guessable``: it was made from a
+    ``--key-seed`` (research only); ``check``: "ok", or why a verifier would refuse the key.
+    """
+    from nnmark import keysecret
+
+    entry = key.params.get(keysecret.SECRET_PARAM)
+    if not isinstance(entry, dict):
+        return {
+            "guessable": None,
+            "signed": False,
+            "check": "no key secret: made by an older nnmark or edited; embed the watermark again",
+        }
+    try:
+        keysecret.key_secret(key)
+        check = "ok"
+    except KeyTamperedError as e:
+        check = f"refused: {e}"
+    return {"guessable": bool(entry.get("guessable")), "signed": bool(entry.get("signature")), "check": check}
+
+
 def calibration_path(key_path: str | Path) -> Path:
     p = Path(key_path)
     return (p if p.is_dir() else p.parent) / CALIBRATION_FILE
 
 
-def load_later_calibration(key_path: str | Path, key: Key) -> Calibration | None:
-    """Calibration written after embedding (``calibration.json`` beside the key), if it is for this key."""
+class SignedCalibration(NamedTuple):
+    """A later calibration whose signature verified: (calibration, signer name, signer public key PEM)."""
+
+    calibration: Calibration
+    signer: str
+    public_key: str
+
+
+def _calibration_message(commitment: str, calibration: dict[str, Any], signer: dict[str, Any]) -> bytes:
+    return _canonical({"commitment": commitment, "calibration": calibration, "signer": signer})
+
+
+def calibration_bytes(key: Key, calibration: Calibration, signer: identity.OwnerKey) -> bytes:
+    """The signed ``calibration.json`` of ``calibration`` for ``key`` (see module docstring)."""
+    who = {"name": signer.name, "public_key": signer.public_key_pem}
+    cal = calibration.to_json()
+    signature = signer.sign(_calibration_message(key.commitment, cal, who))
+    doc = {
+        "commitment": key.commitment,
+        "calibration": cal,
+        "signer": who,
+        "signature": base64.b64encode(signature).decode("ascii"),
+    }
+    return (json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+
+
+def save_later_calibration(
+    key_path: str | Path, key: Key, calibration: Calibration, signer: identity.OwnerKey
+) -> Path:
+    """Write ``calibration.json`` beside the key, signed by ``signer``; returns its path."""
+    if not key.commitment:
+        raise NnmarkError("the key has no commitment: load it with load_key before calibrating it")
+    path = calibration_path(key_path)
+    atomic_write_bytes(path, calibration_bytes(key, calibration, signer))
+    return path
+
+
+def load_later_calibration(
+    key_path: str | Path, key: Key, notes: list[str] | None = None
+) -> SignedCalibration | None:
+    """The signed calibration beside the key, or None when there is none or it is unsigned.
+
+    Returned only when its signature verifies and it names this key's commitment. An unsigned
+    file is ignored (a note is added to ``notes``); a signed file whose signature does not verify,
+    or that was signed for another key, is refused.
+    """
     path = calibration_path(key_path)
     if not path.is_file():
         return None
     doc = read_json(path, "calibration file")
-    if doc.get("commitment") != key.commitment:
-        raise NnmarkError(f"{path} belongs to another key; rerun `nnmark calibrate` for this key")
-    return Calibration.from_json(doc["calibration"])
+    if not isinstance(doc, dict):
+        raise KeyTamperedError(f"{path} is not an nnmark calibration file")
+    if doc.get("signature") is None:
+        if notes is not None:
+            notes.append(
+                f"{path} is unsigned and was ignored: a calibration counts only when signed "
+                "(`nnmark calibrate --key KEY --model CLEAN_RUN... --signer STEM.key`)"
+            )
+        return None
+    if set(doc) != _CALIBRATION_FIELDS:
+        raise KeyTamperedError(f"{path} was modified: its fields are not the ones nnmark writes")
+    who = doc["signer"]
+    if (
+        not isinstance(who, dict)
+        or set(who) != {"name", "public_key"}
+        or not all(isinstance(v, str) for v in who.values())
+        or not isinstance(doc["calibration"], dict)
+        or not isinstance(doc["commitment"], str)
+    ):
+        raise KeyTamperedError(f"{path} was modified: its signer or calibration is malformed")
+    try:
+        signature = base64.b64decode(doc["signature"], validate=True)
+    except (ValueError, TypeError) as e:
+        raise KeyTamperedError(f"{path} was modified: its signature is not valid base64") from e
+    message = _calibration_message(doc["commitment"], doc["calibration"], who)
+    if not identity.verify_signature(who["public_key"], message, signature):
+        raise KeyTamperedError(
+            f"{path}: the signature of {who['name']!r} does not verify; the calibration was altered "
+            "(rerun `nnmark calibrate`)"
+        )
+    if doc["commitment"] != key.commitment:
+        raise NnmarkError(f"{path} was signed for another key; rerun `nnmark calibrate` for this key")
+    try:
+        calibration = Calibration.from_json(doc["calibration"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise KeyTamperedError(f"{path} is corrupt ({e.__class__.__name__}: {e})") from e
+    return SignedCalibration(calibration, who["name"], who["public_key"])
 
 
-def save_later_calibration(key_path: str | Path, key: Key, calibration: Calibration) -> Path:
-    path = calibration_path(key_path)
-    write_json(path, {"commitment": key.commitment, "calibration": calibration.to_json()})
-    return path
+def verify_context(
+    key_path: str | Path,
+    key: Key,
+    *,
+    alpha: float = 1e-6,
+    judge: bool = False,
+    references: Sequence[tuple[torch.nn.Module, str]] = (),
+    trust: Sequence[tuple[str, str]] = (),
+    probe_data: ImageDataset | str | None = None,
+    data_dir: str | None = None,
+) -> VerifyContext:
+    """The verifier's :class:`~nnmark.verify.context.VerifyContext` for the key at ``key_path``.
+
+    ``references`` (clean models the verifier names) imply ``judge``. ``trust`` lists (name,
+    public key PEM) of signers whose calibrations count as the verifier's own. A signed
+    ``calibration.json`` beside the key is used as the verifier's when its signer is trusted, as
+    the claimant's (owner mode only) when its signer is the key's owner, and otherwise ignored
+    with a note; in judge mode nothing else of the claimant's counts.
+    """
+    from nnmark.verify.context import VerifyContext
+
+    judge = judge or bool(references)
+    notes: list[str] = []
+    later = load_later_calibration(key_path, key, notes)
+    owner_calibration: Calibration | None = None
+    trusted: list[tuple[Calibration, str]] = []
+    if later is not None:
+        path = calibration_path(key_path)
+        trusted_as = next((n for n, pem in trust if identity.same_public_key(pem, later.public_key)), None)
+        by_owner = key.owner is not None and identity.same_public_key(
+            key.owner.public_key_pem, later.public_key
+        )
+        if trusted_as is not None:
+            trusted.append((later.calibration, trusted_as))
+        elif by_owner and not judge:
+            owner_calibration = later.calibration
+        elif by_owner:
+            notes.append(
+                f"{path} is signed by the key's owner {later.signer!r}: the claimant's own calibration is "
+                "not used in judge mode"
+            )
+        else:
+            notes.append(
+                f"{path} is signed by {later.signer!r}, who is neither the key's owner nor trusted, and was "
+                "ignored (trust its signer with --trust STEM.pub)"
+            )
+    return VerifyContext(
+        alpha=alpha,
+        judge=judge,
+        references=list(references),
+        trusted=trusted,
+        owner_calibration=owner_calibration,
+        probe_data=probe_data,
+        data_dir=data_dir,
+        notes=notes,
+    )

@@ -22,7 +22,7 @@ from nnmark.data.base import ImageDataset
 from nnmark.errors import NnmarkError
 from nnmark.identity import OwnerKey
 from nnmark.io import KEY_FILE, METRICS_FILE, load_spec, load_state, new_folder, write_json, write_model_files
-from nnmark.keyfile import save_key
+from nnmark.keyfile import load_key, save_key
 from nnmark.models import MODELS, build_model
 from nnmark.schemes import SCHEMES, Scheme
 from nnmark.schemes.base import KeyMaterial, add_output_classes
@@ -309,6 +309,8 @@ def embed_run(
         write_model_files(tmp, model, spec)
         write_json(tmp / METRICS_FILE, metrics)
         commitment = save_key(tmp / KEY_FILE, key, owner)
+        # the key as a verifier reads it: signed and naming its owner when there is one
+        key = load_key(tmp / KEY_FILE)
     return RunResult(Path(out), metrics, key, commitment)
 
 

@@ -1,7 +1,8 @@
-"""Piracy and forgery (issue 5): the attacker's own claims on a stolen model, and why they fail."""
+"""Piracy and forgery (issue 5): the attacker's own claims on a stolen model, and when they fail."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sys
 from dataclasses import replace
@@ -13,16 +14,18 @@ import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from torch import nn
 
-from nnmark import cli
+from nnmark import cli, workflow
 from nnmark.attacks import ATTACKS, ClaimAttack
+from nnmark.attacks.piracy import forgery as forgery_module
+from nnmark.attacks.piracy import piracy as piracy_module
 from nnmark.attacks.piracy.forgery import Forgery, targeted_inputs
 from nnmark.attacks.piracy.piracy import Piracy
 from nnmark.data.base import ImageDataset
 from nnmark.errors import KeyTamperedError
-from nnmark.identity import OwnerKey, generate_owner, save_owner
+from nnmark.identity import OwnerKey, save_owner
 from nnmark.keyfile import key_bytes, load_key, parse_key, save_key
 from nnmark.oracle import TorchOracle
-from nnmark.schemes.null_embedding import NullEmbedding
+from nnmark.schemes.null_embedding import DEFAULT_LAMBDA, NullEmbedding, Watermark, stamp, watermark_params
 from nnmark.training import TrainConfig, evaluate
 from nnmark.types import Key, ModelSpec
 from nnmark.verify.verifier import check_owner, verify
@@ -43,39 +46,100 @@ def seeded_owner(name: str, seed: int) -> OwnerKey:
     return OwnerKey(name, Ed25519PrivateKey.from_private_bytes(raw))
 
 
+#: Alice's key seed: her watermark's pattern, label and position are the same on every run (a real
+#: owner's come from the OS's CSPRNG); with this one the tiny CNN learns it (key seed 1 puts the
+#: pattern on the top edge, where it reached φ_null 0.10 only)
+ALICE_KEY_SEED = 3
+#: the attackers draw their key secrets from the OS's CSPRNG and sign the time of day, so their
+#: watermarks would differ on every run; here they come from this key seed and these times
+ATTACKER_KEY_SEED = 11
+PIRATE_TIME = datetime(2026, 2, 1, tzinfo=UTC)
+FORGER_TIME = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+class FixedTimeNullEmbedding(NullEmbedding):
+    """The pirate's scheme, signing ``PIRATE_TIME`` instead of now (``NullEmbedding.when``)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.when = PIRATE_TIME
+
+
+@pytest.fixture
+def reproducible_attackers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The piracy and forgery attacks make the same keys on every run (secret and time fixed)."""
+    fresh = workflow.prepare_secret
+
+    def seeded(scheme: object, owner: object, key_seed: int | None = None) -> object:
+        return fresh(scheme, owner, ATTACKER_KEY_SEED if key_seed is None else key_seed)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(workflow, "prepare_secret", seeded)
+    monkeypatch.setattr(piracy_module, "NullEmbedding", FixedTimeNullEmbedding)
+    monkeypatch.setattr(
+        forgery_module, "watermark_params", functools.partial(watermark_params, when=FORGER_TIME)
+    )
+
+
+def phi(model: nn.Module, key: Key, probes: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
+    """Li's Algorithm 3 measured directly on held-out ``probes`` (x, y): φ_null = Pr(F(x ⊕ [p, λ]) =
+    F(x) = y) and φ_true = Pr(F(x ⊕ [inv(p), λ]) = y_W) over the probes whose label is not y_W."""
+    x, y = probes
+    wm = Watermark.from_json(key.params["watermark"])
+    lam = float(key.params.get("lam", DEFAULT_LAMBDA))
+    oracle = TorchOracle(model)
+    clean, null = oracle.labels(x), oracle.labels(stamp(x, wm, lam))
+    true = oracle.labels(stamp(x, wm, lam, inverse=True))
+    other = y != wm.label
+    phi_null = float(((null == clean) & (clean == y)).float().mean())
+    return phi_null, float((true[other] == wm.label).float().mean())
+
+
 @pytest.fixture(scope="module")
 def stolen(mnist5k: ImageDataset, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """Alice's null-embedded tiny CNN (λ = 2000, the default) that a thief steals, and her signed key."""
+    """Alice's null-embedded tiny CNN (λ = 2000, the default) that a thief steals, and her signed key
+    (made the way `embed` makes it). Trained long enough that her watermark passes: measured on the
+    200 probes φ_null 0.955, φ_true 1.0, accuracy 95.7 % on the 1,000 test digits (6 epochs at lr
+    1e-3 and ramp 0.8 had left φ_null at 0.74 with an earlier key, below Li's 80 %)."""
     root = tmp_path_factory.mktemp("owners")
     alice = seeded_owner("Alice", 0)
     save_owner(alice, root / "alice")
     owner_data = replace(mnist5k, train_x=mnist5k.train_x[:2000], train_y=mnist5k.train_y[:2000])
-    scheme = NullEmbedding(owner=alice, probes=100, ramp=0.8)  # a longer ramp suits the tiny CNN
+    scheme = NullEmbedding(owner=alice, ramp=0.5)
     scheme.when = datetime(2026, 1, 1, tzinfo=UTC)
-    material = scheme.generate(owner_data, torch.Generator().manual_seed(0))
-    assert material.labels is not None
-    key = Key(
-        scheme.name,
-        {**scheme.params.model_dump(), **material.params},
-        SPEC.input_shape,
-        10,
-        material.inputs,
-        material.labels,
-    )
+    secret, gen = workflow.prepare_secret(scheme, alice, ALICE_KEY_SEED)
+    material = scheme.generate(owner_data, gen)
+    key = workflow.build_key(scheme, material, replace(SPEC, dataset=mnist5k.name), None, secret)
     key = parse_key(key_bytes(key, alice))
     torch.manual_seed(0)
     model = tiny_cnn()
-    scheme.embed(model, owner_data, key, TrainConfig(epochs=6, batch_size=32, lr=1e-3), False)
+    scheme.embed(model, owner_data, key, TrainConfig(epochs=12, batch_size=32, lr=2e-3, seed=0), False)
     # the thief's own images: a share the owner's model was not trained on
     thief = replace(mnist5k, train_x=mnist5k.train_x[2000:2400], train_y=mnist5k.train_y[2000:2400])
+    # φ is measured on 200 test digits nobody trained on (the key itself holds no probes)
+    pick = torch.randperm(len(mnist5k.test_x), generator=torch.Generator().manual_seed(0))[:200]
+    probes = (mnist5k.test_x[pick].float().div(255), mnist5k.test_y[pick].long())
     return {
         "model": model.cpu().eval(),
         "key": key,
         "alice": alice,
         "pub": root / "alice.pub",
         "thief": thief,
+        "probes": probes,
         "root": root,
     }
+
+
+def owner_state(stolen: dict[str, object]) -> tuple[float, tuple[float, float]]:
+    """Accuracy on the thief's test digits and the owner's (φ_null, φ_true), measured directly."""
+    model, thief, key, probes = stolen["model"], stolen["thief"], stolen["key"], stolen["probes"]
+    assert isinstance(model, nn.Module) and isinstance(thief, ImageDataset) and isinstance(key, Key)
+    return evaluate(model, thief.test_x, thief.test_y), phi(model, key, probes)  # type: ignore[arg-type]
+
+
+def test_the_stolen_model_is_useful_and_carries_the_owners_watermark(stolen):
+    """The state every piracy test starts from: without it, "the attack lowers φ below 80 %" is empty."""
+    accuracy, (phi_null, phi_true) = owner_state(stolen)
+    assert accuracy > 0.9 and phi_null > 0.85 and phi_true > 0.85, (accuracy, phi_null, phi_true)
 
 
 def test_piracy_and_forgery_are_registered_claim_attacks():
@@ -84,44 +148,69 @@ def test_piracy_and_forgery_are_registered_claim_attacks():
     assert Piracy().params.epochs == 10 and Piracy().params.images == 5000
 
 
-def test_piracy_with_lis_digit_recipe_leaves_a_useless_model(stolen):
+def test_piracy_with_lis_digit_recipe_leaves_a_useless_model(stolen, reproducible_attackers):
     """Li Table 3 (Digit): accuracy 98.72 → 19.02 %, neither watermark holds. Li's pirate trains with
     the owner's recipe, SGD at lr 0.001: the λ = 2000 stamps give λ-sized gradients and the weights
-    blow up. Here a tiny CNN, 400 thief images, 10 epochs."""
-    model, thief = stolen["model"], stolen["thief"]
-    before = evaluate(model, thief.test_x, thief.test_y)
+    blow up. Here a tiny CNN, 400 thief images, 10 epochs. Measured (attacker key seed 11): accuracy
+    0.957 → 0.100, owner φ (0.955, 1.0) → (0.115, 0.0), pirate φ (0.265, 0.0) → (0.115, 0.0), training
+    diverged in epoch 2; with key seeds 11–15 accuracy ended at 0.09–0.18, min φ of each ≤ 0.125."""
+    model, key, thief, probes = stolen["model"], stolen["key"], stolen["thief"], stolen["probes"]
+    accuracy, owner_before = owner_state(stolen)
+    assert accuracy > 0.9 and min(owner_before) > 0.85, (accuracy, owner_before)  # the watermark holds
     mallory = seeded_owner("Mallory", 1)
     claim = Piracy(images=400, optimizer="sgd").claim(
-        model, SPEC, thief, TrainConfig(seed=1), attacker=mallory, victim_keys=[stolen["key"]], progress=False
+        model, SPEC, thief, TrainConfig(seed=1), attacker=mallory, victim_keys=[key], progress=False
     )
+    assert PIRATE_TIME.isoformat(timespec="microseconds") in claim.key.params["message"]  # reproducible
+    assert owner_state(stolen) == (accuracy, owner_before)  # the stolen module is untouched
+    pirated = claim.model
+    accuracy_after = evaluate(pirated, thief.test_x, thief.test_y)
+    owner_after, pirate_after = phi(pirated, key, probes), phi(pirated, claim.key, probes)
+    assert accuracy_after < 0.3, (accuracy, accuracy_after)  # a useless model ...
+    assert min(owner_after) < 0.5, (owner_before, owner_after)  # ... the owner's watermark gone ...
+    assert min(pirate_after) < 0.5, pirate_after  # ... and the pirate's never there
+    # the attack's report says the same (its φ are on the attacker's own probes)
     m = claim.metrics
-    assert m["before"]["accuracy"] == pytest.approx(before) and m["images"] == 400 and m["epochs"] == 10
-    assert evaluate(model, thief.test_x, thief.test_y) == before  # the stolen module is untouched
-    assert before > 0.7 and m["after"]["accuracy"] < 0.3, (before, m)
-    assert min(m["after"]["pirate"].values()) < 0.8 and min(m["after"]["owner"].values()) < 0.8, m
+    assert m["images"] == 400 and m["epochs"] == 10 and m["optimizer"] == "sgd"
+    assert m["before"]["accuracy"] == pytest.approx(accuracy)
+    assert m["after"]["accuracy"] == pytest.approx(accuracy_after)
+    assert min(m["before"]["owner"].values()) > 0.8, m
+    assert min(m["after"]["owner"].values()) < 0.8 and min(m["after"]["pirate"].values()) < 0.8, m
     assert claim.key.owner is not None and claim.key.owner.name == "Mallory" and claim.signer is mallory
 
 
-def test_piracy_with_adam_keeps_the_model_but_the_pirate_watermark_does_not_take(stolen):
-    """An attacker using Adam (nnmark's recipe) avoids the blow-up: the model survives, yet its own
-    watermark does not embed in 10 epochs (the owner's null component is damaged, see the note)."""
+def test_piracy_with_adam_keeps_the_model_and_embeds_the_pirates_stamp(stolen, reproducible_attackers):
+    """An attacker using Adam (nnmark's recipe) avoids the blow-up: the model keeps its accuracy and
+    the pirate's stamp is learned. Measured (attacker key seed 11): accuracy 0.957 → 0.956, pirate φ
+    (0.265, 0.0) → (0.835, 1.0), owner φ (0.955, 1.0) → (0.77, 1.0). Whether the pirate's φ_null ends
+    above Li's 80 % depends on its pattern, not on λ: with key seeds 11–15 it was 0.835, 0.725,
+    0.415, 0.835, 0.715 (the owner's 0.77, 0.87, 0.16, 0.87, 0.89: with seed 14 both pass), so this
+    test claims no piracy resistance against an Adam pirate."""
+    model, key, thief, probes = stolen["model"], stolen["key"], stolen["thief"], stolen["probes"]
+    accuracy, owner_before = owner_state(stolen)
     claim = Piracy(images=400).claim(
-        stolen["model"],
-        SPEC,
-        stolen["thief"],
-        TrainConfig(seed=1),
-        attacker=seeded_owner("Mallory", 1),
-        victim_keys=[stolen["key"]],
+        model, SPEC, thief, TrainConfig(seed=1), attacker=seeded_owner("Mallory", 1), victim_keys=[key],
         progress=False,
-    )
+    )  # fmt: skip
     m = claim.metrics
-    assert not m["diverged"] and m["after"]["accuracy"] > 0.5, m
-    assert m["after"]["pirate"]["phi_null"] < 0.8, m
+    assert not m["diverged"] and m["optimizer"] == "adam", m
+    pirate_before = phi(model, claim.key, probes)
+    pirated = claim.model
+    accuracy_after = evaluate(pirated, thief.test_x, thief.test_y)
+    pirate_after, owner_after = phi(pirated, claim.key, probes), phi(pirated, key, probes)
+    print(f"\nadam piracy: owner {owner_before} -> {owner_after}, pirate {pirate_before} -> {pirate_after}")
+    assert accuracy_after >= accuracy - 0.02, (accuracy, accuracy_after)
+    assert pirate_before[1] < 0.2 and pirate_after[1] > 0.95, (pirate_before, pirate_after)  # true part
+    assert pirate_after[0] >= pirate_before[0] + 0.2, (pirate_before, pirate_after)  # null part
+    assert m["after"]["accuracy"] == pytest.approx(accuracy_after)
+    assert m["after"]["pirate"]["phi_null"] >= m["before"]["pirate"]["phi_null"] + 0.2, m
 
 
-def test_a_forged_trigger_key_matches_but_is_refused_as_the_owners(stolen, monkeypatch, capsys, tmp_path):
+def test_a_forged_trigger_key_matches_but_is_refused_as_the_owners(
+    stolen, reproducible_attackers, monkeypatch, capsys, tmp_path
+):
     model = stolen["model"]
-    mallory = generate_owner("Mallory")
+    mallory = seeded_owner("Mallory", 1)
     claim = Forgery(scheme="label-change", keys=30, steps=30).claim(
         model, SPEC, stolen["thief"], TrainConfig(), attacker=mallory, progress=False
     )
@@ -156,9 +245,9 @@ def test_a_forged_trigger_key_matches_but_is_refused_as_the_owners(stolen, monke
     assert exit_info.value.code == 2 and "not by the owner" in capsys.readouterr().err
 
 
-def test_a_forged_null_embedding_key_cannot_be_made_to_fit(stolen):
+def test_a_forged_null_embedding_key_cannot_be_made_to_fit(stolen, reproducible_attackers):
     """Grinding 50 signed messages: pattern and label follow from Mallory's signature, none fits."""
-    mallory = generate_owner("Mallory")
+    mallory = seeded_owner("Mallory", 1)
     claim = Forgery(keys=50, tries=50).claim(
         stolen["model"],
         SPEC,
@@ -169,6 +258,7 @@ def test_a_forged_null_embedding_key_cannot_be_made_to_fit(stolen):
         progress=False,
     )
     assert claim.key.scheme == "li-null-embedding" and claim.metrics["best_min_phi"] < 0.8
+    assert FORGER_TIME.isoformat(timespec="microseconds") in claim.key.params["message"]  # reproducible
     forged = parse_key(key_bytes(claim.key, mallory))
     verdict = verify(forged, TorchOracle(stolen["model"]), test="threshold")
     assert verdict.watermarked is False

@@ -89,6 +89,7 @@ def test_ew_composes_with_a_scheme_and_saves_an_ordinary_model(
         tmp_path / "wm",
         calibrate=0,
         progress=False,
+        key_seed=2,  # fixed keys: 10 keys in 2 epochs reach 80-100 % key accuracy by draw (measured)
     )
     m = r.metrics
     assert m["pretrain_seconds"] > 0 and m["epochs"] == 2 and m["seconds"] >= m["pretrain_seconds"]

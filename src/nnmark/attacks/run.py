@@ -48,7 +48,8 @@ def attack_run(
     force: bool = False,
 ) -> AttackResult:
     """Run attack ``name`` on ``model_run`` with the attacker's share of ``data``, write ``out``, and
-    verify ``keys`` (and a claim attack's own key) on the attacked model.
+    verify ``keys`` (and a claim attack's own key) on the attacked model, in owner mode
+    (:func:`nnmark.keyfile.verify_context`: p0 from the key owner's own signed calibration).
 
     ``owner``: the attacker's ``STEM.key`` for claim attacks (default: a new identity, whose public
     key is written to ``out/attacker.pub``).
@@ -57,7 +58,7 @@ def attack_run(
     from nnmark.data import load_dataset
     from nnmark.identity import load_owner, save_public
     from nnmark.io import KEY_FILE, METRICS_FILE, load_spec, new_folder, write_json, write_model_files
-    from nnmark.keyfile import load_key, load_later_calibration, save_key
+    from nnmark.keyfile import load_key, save_key, verify_context
     from nnmark.oracle import TorchOracle
     from nnmark.training import evaluate
     from nnmark.verify.verifier import verify
@@ -99,7 +100,10 @@ def attack_run(
     if claim is not None:
         given.append((out / KEY_FILE, claim.key))
     victim_accuracy = evaluate(victim, dataset.test_x, dataset.test_y)
+    # owner mode: each key's owner checks the attacked model (p0 from the key's own calibration, or
+    # calibration.json signed by the key's owner; an unsigned one is ignored with a note)
     verdicts = [
-        (p, k, verify(k, TorchOracle(attacked), calibration=load_later_calibration(p, k))) for p, k in given
+        (p, k, verify(k, TorchOracle(attacked), context=verify_context(p, k, data_dir=data_dir)))
+        for p, k in given
     ]
     return AttackResult(out, attacked, metrics, victim_accuracy, claim, verdicts)

@@ -4,14 +4,17 @@ Strength: Watermarking Deep Neural Networks by Backdooring", USENIX Security 201
 Keys are abstract images unrelated to the task, each with a random label; the model is trained on
 the training set with the trigger set mixed in (Adi's "FromScratch"; ``--from RUN`` gives their
 "PreTrained" variant). Adi et al. draw 100 abstract images from a fixed collection; nnmark draws
-them from the owner's seed instead — random ellipses, rectangles, polygons and strokes in random
-grey levels (colours for RGB) on a random background, drawn at 4× and downsampled — so that the
-key needs no image collection and two owners never share a trigger set. Adi et al. use 100 keys;
-nnmark uses 50 with 6 in every batch (measured, digit-cnn on MNIST-5k, 5 epochs: 100 keys at
-6 per batch reach 85–93 % key accuracy, 50 keys 98–100 %, within the 1.15× embedding cost).
+them from the key secret instead (:mod:`nnmark.keysecret`) — random ellipses, rectangles, polygons
+and strokes in random grey levels (colours for RGB) on a random background, drawn at 4× and
+downsampled — so that the key needs no image collection and two owners never share a trigger set.
+Adi et al. use 100 keys; nnmark uses 50 with 6 in every batch (measured, digit-cnn on MNIST-5k,
+5 epochs: 100 keys at 6 per batch reach 85–93 % key accuracy, 50 keys 98–100 %, within the 1.15×
+embedding cost).
 
-Chance rate: labels are uniform over the C classes and independent of any model the owner did not
-train, so such a model matches each key with probability exactly 1/C: p0 = 1/C, no calibration.
+Chance rate: labels are uniform over the C classes, drawn from the key secret and a hash of all key
+images (:func:`nnmark.keysecret.derive_labels`; the verifier re-derives them and refuses a key whose
+labels differ), so a model the owner did not train matches each key with probability exactly 1/C,
+whichever images a claimant chose: p0 = 1/C, no calibration.
 """
 
 from __future__ import annotations
@@ -89,7 +92,7 @@ def abstract_images(
 
 @register_scheme
 class Adi(Scheme):
-    """Abstract images (Adi 2018): out-of-distribution shapes drawn from the owner's seed, random labels."""
+    """Abstract images (Adi 2018): shapes drawn from the key secret, labels derived from the secret."""
 
     name = "adi"
     Params: ClassVar[type[SchemeParams]] = AdiParams

@@ -90,6 +90,10 @@ class AdversarialFrontierStitching(Scheme):
     Params: ClassVar[type[SchemeParams]] = AfsParams
     trains_first: ClassVar[bool] = True
     default_calibration: ClassVar[int] = 8
+    claimant_keys_note: ClassVar[str] = (
+        "the key images are adversarial examples the claimant made, kept at their true labels (a clean model "
+        "answers many of them correctly): p0 must come from clean models"
+    )
 
     def generate(self, data: ImageDataset, gen: torch.Generator) -> KeyMaterial:
         """Candidate images (random training images); :meth:`craft` turns them into keys."""

@@ -76,6 +76,10 @@ class VerificationKeys:
     labels_source: str
     how: str = ""
     notes: tuple[str, ...] = ()
+    #: what the labels are, in words (the ``decided_by`` "key labels" entry)
+    labels_how: str = ""
+    #: further ``decided_by`` entries (e.g. a claimant's target class)
+    decided: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class KeyBatchMixer:
@@ -168,7 +172,7 @@ class Scheme(Configurable, abc.ABC):
             if not clean_predictions:
                 raise NnmarkError(
                     f"{self.name} picks its target class from clean models: use --calibrate N "
-                    "(N ≥ 1, default 4) or set --set target=CLASS"
+                    "(N ≥ 3, default 4) or set --set target=CLASS"
                 )
             preds = torch.cat(clean_predictions)
             counts = torch.bincount(preds, minlength=num_classes)[:num_classes].float()
@@ -230,10 +234,19 @@ class Scheme(Configurable, abc.ABC):
             raise NnmarkError(f"{self.name} needs at least 2 classes to give a key another label")
         return keysecret.derive_labels(self.secret, inputs, num_classes, avoid)
 
+    #: the verdict note for keys whose inputs and labels are both the claimant's
+    claimant_keys_note: ClassVar[str] = (
+        "the key inputs and their labels were chosen by the claimant; p0 must come from clean models"
+    )
+
     def exact_chance_rate(self, key: Key) -> tuple[float, str] | None:
         """(p0, why) when the way key labels are drawn fixes p0 exactly (random labels derived from
-        the secret); None when p0 must be measured on clean models."""
+        the secret, with the number of classes the key names: whatever a model answers, it matches
+        a label drawn uniformly from C classes with probability exactly 1/C); None when p0 must be
+        measured on clean models."""
         c = key.num_classes
+        if self.derived_labels is not None and c < 2:
+            raise KeyTamperedError(f"the key names {c} class(es); derived labels need at least 2")
         if self.derived_labels == "uniform":
             return 1.0 / c, (
                 f"each key label is drawn uniformly from the {c} classes by a hash of the key secret and all "
@@ -254,11 +267,17 @@ class Scheme(Configurable, abc.ABC):
         del ctx
         if self.derived_labels is not None:
             own = key.tensors.get("source_labels") if self.derived_labels == "other" else None
-            if self.derived_labels == "other" and own is None:
-                raise KeyTamperedError("the key holds no source_labels to derive its labels from")
+            if self.derived_labels == "other" and (own is None or len(own) != len(key.inputs)):
+                raise KeyTamperedError(
+                    "the key holds no source_labels (one per key) to derive its labels from"
+                )
+            if key.num_classes < 2:
+                raise KeyTamperedError(f"the key names {key.num_classes} class(es); derived labels need 2")
             labels = keysecret.derive_labels(keysecret.key_secret(key), key.inputs, key.num_classes, own)
-            if not torch.equal(labels, key.labels.long()):
-                raise KeyTamperedError("the key's labels do not follow from its secret: the key was altered")
+            if labels.shape != key.labels.shape or not torch.equal(labels, key.labels.long()):
+                raise KeyTamperedError(
+                    "the key's labels do not follow from its secret and key images: the key was altered"
+                )
             return VerificationKeys(
                 key.inputs,
                 labels,
@@ -266,7 +285,11 @@ class Scheme(Configurable, abc.ABC):
                 "protocol",
                 "key images stored by the claimant; labels re-derived by the verifier from the key "
                 "secret and a hash of all key images",
-                ("the key images were chosen by the claimant, their labels follow from the key secret",),
+                (
+                    "the key images were chosen by the claimant; their labels follow from the key secret and "
+                    "a hash of all key images, re-derived by the verifier",
+                ),
+                labels_how="re-derived from the key secret and a hash of all key images",
             )
         return VerificationKeys(
             key.inputs,
@@ -274,7 +297,8 @@ class Scheme(Configurable, abc.ABC):
             "claimant",
             "claimant",
             "key inputs and labels as stored in the key",
-            ("the key inputs and their labels were chosen by the claimant; p0 must come from clean models",),
+            (self.claimant_keys_note,),
+            labels_how="as stored in the key",
         )
 
     def verify(self, key: Key, oracle: Oracle, test: str, ctx: VerifyContext) -> Verdict:

@@ -8,9 +8,10 @@ and key samples (Namba Sec. 3.1: "In Rouhani et al. and Merrer et al.'s methods,
 embedded in the model by fine-tuning"). Namba uses 30 keys (Table 6). DeepSigns' own key
 selection (keeping keys that only the marked model learns) is not part of this baseline.
 
-Chance rate: labels are uniform over the C classes and drawn independently of any model the owner
-did not train, so such a model matches each key with probability exactly 1/C, whatever it answers:
-p0 = 1/C, no calibration needed.
+Chance rate: labels are uniform over the C classes, drawn from the key secret and a hash of all key
+images (re-derived by the verifier, which refuses a key whose labels differ), so a model the owner
+did not train matches each key with probability exactly 1/C, whatever it answers: p0 = 1/C, no
+calibration needed.
 """
 
 from __future__ import annotations

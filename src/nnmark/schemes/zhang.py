@@ -8,18 +8,28 @@ key-set size, stamp, noise level or target class, so nnmark chooses: 100 keys, a
 "TEST" along the bottom, noise σ = 0.4 on [0, 1] pixels, and as target the class that clean
 models give least often to the keys (measured at embed time with ``--calibrate``). Keys share a
 target, so clean models' chance rate p0 is measured by calibration before any verdict.
+
+Who decides what (DESIGN.md, "Who decides a verdict"): the target class is the claimant's choice
+and the key images are the owner's own (training images, or images from outside the task), stored
+in the key and never re-derived by the verifier; only their selection and the noise are drawn
+from the key secret at embedding. So p0 must come from clean models, and in a judge's run from
+reference models the judge names (``verify --judge --reference RUN...``); every verdict says so.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from pydantic import Field
 
 from nnmark.data.base import ImageDataset
-from nnmark.schemes.base import KeyMaterial, Scheme, SchemeParams, register_scheme
+from nnmark.schemes.base import KeyMaterial, Scheme, SchemeParams, VerificationKeys, register_scheme
 from nnmark.schemes.render import fit_images, render_letters, text_mask
+from nnmark.types import Key
+
+if TYPE_CHECKING:
+    from nnmark.verify.context import VerifyContext
 
 CANDIDATE_FACTOR = 2  # draw extra candidates so that enough remain after the target is removed
 
@@ -60,6 +70,33 @@ class _ZhangScheme(Scheme):
 
     def _count(self) -> int:
         return int(getattr(self.params, "keys", 100)) * CANDIDATE_FACTOR
+
+    def verification_keys(self, key: Key, ctx: VerifyContext) -> VerificationKeys:
+        """The claimant's key images and target class, said to be the claimant's in the verdict."""
+        from nnmark.verify.context import CLAIMANT, number
+
+        del ctx
+        target = key.params.get("target")
+        return VerificationKeys(
+            key.inputs,
+            key.labels,
+            CLAIMANT,
+            CLAIMANT,
+            "key images as stored in the key: the owner's own images, chosen by the claimant",
+            (
+                f"the target class ({target}) is the claimant's choice and the key images are the owner's "
+                "own, chosen by the claimant (not derived from the key secret): p0 must come from clean "
+                "models, in a judge's run from reference models the judge names",
+            ),
+            labels_how=f"every key sent to target class {target}",
+            decided={
+                "target class": number(
+                    target,
+                    CLAIMANT,
+                    "chosen by the claimant (at embedding: the class clean models gave least often)",
+                )
+            },
+        )
 
 
 @register_scheme

@@ -65,6 +65,11 @@ class VerifyContext:
     #: notes collected while verifying (e.g. an ignored unsigned calibration.json)
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # reference models the verifier names make it a judge's run (``--reference`` implies ``--judge``)
+        if self.references:
+            self.judge = True
+
     # -- probes ----------------------------------------------------------------------------
 
     def probe_dataset(self, key: Key) -> ImageDataset:
@@ -197,6 +202,7 @@ def guarantee(alpha: float, chance: ChanceRate | None) -> str:
         return f"an innocent model is called watermarked with probability at most alpha = {alpha:g}"
     return (
         f"an innocent model is called watermarked with probability at most alpha + {chance.error:g} = "
-        f"{alpha + chance.error:g} (alpha, plus the chance that the calibration bound on p0 is too low); "
-        f"p0 came from the {chance.source}"
+        f"{alpha + chance.error:g} (alpha, plus the chance that the calibration bound on p0 is too low: "
+        f"p0 is a {1 - chance.error:.1%} bound on an unseen clean model's rate under a beta model of clean "
+        f"models' rates, fitted to {len(chance.rates)} of them); p0 came from the {chance.source}"
     )

@@ -50,10 +50,20 @@ def verify(
 
     if not 0 < alpha < 1:
         raise NnmarkError(f"--alpha must be between 0 and 1, got {alpha}")
-    ctx = context or VerifyContext(probe_data=probe_data, references=references, judge=judge)
+    if context is not None and (probe_data is not None or references or judge):
+        raise NnmarkError("pass the verifier's choices either in context= or as probe_data/references/judge")
+    # reference models the verifier names make it a judge's run: nothing else of the claimant's counts
+    ctx = context or VerifyContext(
+        probe_data=probe_data, references=references, judge=judge or bool(references)
+    )
     ctx.alpha = alpha
-    check_integrity(key)
     scheme_cls = SCHEMES.get(key.scheme)
+    if scheme_cls.signature_bound and (key.owner is None or not key.signed):
+        raise KeyTamperedError(
+            f"{key.scheme} keys follow from the owner's signature, and this key is unsigned: it proves "
+            "nothing (embed with --owner STEM.key)"
+        )
+    check_integrity(key)
     scheme = scheme_cls(**{k: v for k, v in key.params.items() if k in scheme_cls.Params.model_fields})
     test = test or scheme.default_test
     if test not in scheme.tests:
@@ -70,10 +80,11 @@ def verify(
     decided["protocol"] = number(f"{key.scheme} v{scheme.protocol_version}", PROTOCOL)
     decided.update(verdict.decided_by)
     notes = [*verdict.notes, *ctx.notes, *identity_notes(key, scheme.signature_bound)]
+    decided["key secret"] = secret_provenance(key)
     if keysecret.is_guessable(key):
         notes.append(
-            "the key was made from a key seed (--key-seed, research only): anyone can regenerate it, so this "
-            "verdict proves nothing about ownership"
+            "the key is guessable: it was made from a key seed (--key-seed, research only), so anyone can "
+            "regenerate it and this verdict proves nothing about ownership"
         )
     return replace(
         verdict,
@@ -93,6 +104,25 @@ def check_integrity(key: Key) -> None:
     keysecret.key_secret(key)
 
 
+def secret_provenance(key: Key) -> dict[str, Any]:
+    """The ``decided_by`` entry saying where the key's secret came from."""
+    entry = key.params.get(keysecret.SECRET_PARAM) or {}
+    if keysecret.is_guessable(key):
+        return number(
+            f"guessable (key seed {entry.get('key_seed')})",
+            CLAIMANT,
+            "made from a research key seed: anyone can regenerate the key",
+        )
+    if key.owner is not None:
+        return number(
+            "signed",
+            CLAIMANT,
+            f"SHA-256 of {key.owner.name}'s signature over a message with a nonce from the OS's "
+            "random source",
+        )
+    return number("random", CLAIMANT, "a nonce from the OS's random source; the key names no owner")
+
+
 def protocol_mismatch(scheme: Scheme, key: Key) -> str:
     """Why the key cannot be judged under its scheme's protocol ("" when it can)."""
     version = key.params.get("protocol")
@@ -107,6 +137,16 @@ def protocol_mismatch(scheme: Scheme, key: Key) -> str:
             return (
                 f"the key sets {name}={key.params[name]!r}, but protocol v{scheme.protocol_version} of "
                 f"{key.scheme} fixes {name}={want!r}: a key with research settings cannot be judged"
+            )
+    if scheme.shared_target:
+        # every key carries the one target class the key names (Zhang 2018): per-key labels a claimant
+        # picked to agree with some clean model are not this protocol
+        target = key.params.get("target")
+        labels = key.labels.long()
+        if not isinstance(target, int) or isinstance(target, bool) or not bool((labels == target).all()):
+            return (
+                f"protocol v{scheme.protocol_version} of {key.scheme} sends every key to one target class "
+                f"named in the key, and this key's labels are not all its target ({target!r})"
             )
     return ""
 
@@ -139,15 +179,22 @@ def _no_verdict(key: Key, test: str, ctx: VerifyContext, oracle: Oracle, why: st
 def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: VerifyContext) -> Verdict:
     """Verdicts for keys judged by how many answers equal the key labels.
 
-    Keys are sent in an order the verifier draws; p0 comes from :meth:`VerifyContext.chance_rate`;
-    "found" needs p ≤ α, "not found" needs a test with power (:func:`stats.decide_binomial`).
+    Keys are sent in an order the verifier draws; p0 comes from :meth:`VerifyContext.chance_rate`
+    (no p0, no verdict, whatever the test); "found" needs p ≤ α, "not found" needs a test with
+    power (:func:`stats.decide_binomial`). The tests:
+
+    * ``binomial``: the exact binomial test on every key;
+    * ``threshold``: Zhang 2018's rule (at most ``ZHANG_TAU`` of ``ZHANG_QUERIES`` keys may miss)
+      *and* the binomial test on those keys, with the same p0 and α: its p-value is the binomial one;
+    * ``sprt``: Wald's SPRT for an early "found"; otherwise the fixed binomial test on every key sent.
     """
     material = scheme.verification_keys(key, ctx)
     chance = ctx.chance_rate(key, material.inputs, material.labels, scheme.exact_chance_rate(key))
     decided = {
         "p0": number(chance.p0, chance.source, chance.how),
         "key inputs": number(len(material.inputs), material.inputs_source, material.how),
-        "key labels": number(material.labels_source, material.labels_source),
+        "key labels": number(material.labels_how or material.labels_source, material.labels_source),
+        **material.decided,
         "query order": number("random", VERIFIER, "drawn by the verifier's CSPRNG"),
         "weak watermark ruled out by 'not found'": number(
             stats.weak_rate(chance.p0) if chance.p0 is not None else None,
@@ -165,8 +212,18 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: Veri
         return _no_verdict(key, test, ctx, oracle, chance.how, notes=notes, decided_by=decided)
     order = ctx.permutation(len(material.inputs))
     inputs, labels = material.inputs[order], material.labels[order]
+    where = f"({chance.source}: {chance.how})"
     if test == "sprt":
-        verdict = _sprt(key, oracle, ctx, inputs, labels, chance.p0)
+        verdict = _sprt(key, oracle, ctx, inputs, labels, chance.p0, where)
+        decided["sprt"] = number(
+            f"p1 {verdict.evidence['p1']:.2f}, upper boundary log(2/alpha), fallback binomial at alpha/2",
+            PROTOCOL,
+            "Wald's SPRT for an early 'found' (Ville's inequality); otherwise the fixed binomial test on "
+            "every key sent; each part at alpha/2",
+        )
+        decided["threshold"] = number(
+            verdict.threshold, PROTOCOL, "matches the fallback binomial test needs (p <= alpha/2)"
+        )
     else:
         n = min(len(inputs), ZHANG_QUERIES) if test == "threshold" else len(inputs)
         n = _budgeted(oracle, n)
@@ -174,19 +231,31 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: Veri
             raise NnmarkError("the query budget allows no query; raise --budget")
         matches = int((oracle.labels(inputs[:n]) == labels[:n]).sum())
         decision = stats.decide_binomial(matches, n, chance.p0, ctx.alpha)
-        reason = (
-            f"{matches}/{n} key answers match; a model never trained on the keys matches at most "
-            f"{chance.p0:.3f} of them ({chance.source}: {chance.how})"
+        counted = (
+            f"{matches}/{n} key answers match; a model never trained on the keys matches each with "
+            f"probability at most p0 = {chance.p0:.3f} {where}"
         )
         found = decision.watermarked
+        why = decision.why
         if test == "threshold":
             rule = stats.zhang_threshold_found(matches, n, ZHANG_TAU)
             decided["tau"] = number(ZHANG_TAU, PROTOCOL, f"Zhang 2018: at most {ZHANG_TAU:.0%} may miss")
-            reason = (
-                f"Zhang's threshold rule ({'met' if rule else 'not met'}) and the binomial test: {reason}"
+            decided["threshold queries"] = number(
+                n, PROTOCOL, f"at most {ZHANG_QUERIES} keys, drawn at random"
             )
+            counted = f"Zhang's threshold rule {'met' if rule else 'not met'}; binomial test: {counted}"
             if found and not rule:
-                found = False
+                # the binomial test sees the watermark, Zhang's rule does not: neither "found" nor a
+                # "not found" that the data contradict
+                found = None
+                why = (
+                    f"the binomial test finds the watermark (p = {decision.p_value:.3g} <= alpha) but "
+                    f"more than {ZHANG_TAU:.0%} of the key answers miss, so Zhang's threshold rule is not "
+                    "met: use --test binomial"
+                )
+        decided["threshold"] = number(
+            decision.threshold, PROTOCOL, "smallest match count whose binomial p-value is <= alpha"
+        )
         verdict = Verdict(
             key.scheme,
             test,
@@ -197,12 +266,9 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: Veri
             matches,
             threshold=decision.threshold,
             p0=chance.p0,
-            reason=decision.why or reason,
-            evidence={"match_rate": matches / n},
+            reason=f"{counted}. {why}" if why else counted,
+            evidence={"match_rate": matches / n, "keys_sent": n},
         )
-    decided["threshold"] = number(
-        verdict.threshold, PROTOCOL, "smallest match count whose p-value is <= alpha"
-    )
     return replace(
         verdict,
         notes=notes + verdict.notes,
@@ -212,11 +278,18 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: Veri
 
 
 def _sprt(
-    key: Key, oracle: Oracle, ctx: VerifyContext, inputs: torch.Tensor, labels: torch.Tensor, p0: float
+    key: Key,
+    oracle: Oracle,
+    ctx: VerifyContext,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    p0: float,
+    where: str = "",
 ) -> Verdict:
     """Wald's SPRT for an early "found"; a lower crossing or running out of keys never says "not found"
     by itself: the remaining keys are sent and the fixed binomial test decides on every key sent.
-    Each part runs at alpha/2, so the whole keeps the false-accusation rate at alpha."""
+    Each part runs at alpha/2, so the whole keeps the false-accusation rate at alpha; the p-value
+    reported is Bonferroni-adjusted (twice the part's), so "found" holds exactly when p <= alpha."""
     half = ctx.alpha / 2
     test = stats.Sprt(p0=p0, p1=max(SPRT_P1, p0 + 0.05), alpha=half)
     answers: list[bool] = []
@@ -233,12 +306,13 @@ def _sprt(
         "log_likelihood_ratio": test.llr,
         "boundary": test.upper,
         "sprt_stopped_at": test.n,
+        "p1": test.p1,
     }
     if decision is True:
-        p_value = min(1.0, math.exp(-test.llr))  # Ville's inequality
+        p_value = min(1.0, 2 * math.exp(-test.llr))  # Ville's inequality, doubled for the two parts
         reason = (
-            f"Wald SPRT (p0 {p0:.3f} vs p1 {test.p1:.2f}, each part at alpha/2) crossed its upper boundary "
-            f"after {test.n} queries with {test.matches} matches"
+            f"Wald SPRT (p0 {p0:.3f} vs p1 {test.p1:.2f}, at alpha/2) crossed its upper boundary after "
+            f"{test.n} queries with {test.matches} matches {where}".rstrip()
         )
         return Verdict(
             key.scheme,
@@ -251,7 +325,7 @@ def _sprt(
             threshold=0,
             p0=p0,
             reason=reason,
-            evidence=evidence,
+            evidence={**evidence, "fallback": False},
         )
     rest = _budgeted(oracle, len(inputs) - len(answers))
     if rest:
@@ -261,22 +335,24 @@ def _sprt(
     n, matches = len(answers), sum(answers)
     fixed = stats.decide_binomial(matches, n, p0, half)
     why = "crossed its lower boundary" if decision is False else "ran out of keys or budget"
-    reason = fixed.why or (
-        f"Wald SPRT {why} after {test.n} queries; the fixed binomial test on all {n} keys sent "
-        f"(at alpha/2): {matches} matches, p0 {p0:.3f}"
+    reason = (
+        f"Wald SPRT {why} after {test.n} queries, which decides nothing by itself; the fixed binomial test "
+        f"on all {n} keys sent (at alpha/2): {matches} matches, p0 {p0:.3f} {where}".rstrip()
     )
+    if fixed.why:
+        reason = f"{reason}. {fixed.why}"
     return Verdict(
         key.scheme,
         "sprt",
         fixed.watermarked,
-        fixed.p_value,
+        min(1.0, 2 * fixed.p_value) if not math.isnan(fixed.p_value) else fixed.p_value,
         ctx.alpha,
         oracle.queries,
         matches,
         threshold=fixed.threshold,
         p0=p0,
         reason=reason,
-        evidence=evidence,
+        evidence={**evidence, "fallback": True, "keys_sent": n},
     )
 
 

@@ -65,11 +65,13 @@ class PiracyParams(AttackParams):
     )
     alpha: float = Field(0.5, gt=0, description="α of the pirate's dual embedding")
     beta: float = Field(0.5, gt=0, description="β of the pirate's dual embedding")
-    probes: int = Field(200, ge=1, description="held-out probes in the pirate's key")
+    probes: int = Field(
+        200, ge=1, description="held-out images (the attacker's) on which φ is measured before and after"
+    )
 
 
-def _rates(model: torch.nn.Module, key: Key) -> dict[str, float]:
-    phi_null, phi_true = null_rates(model, key)
+def _rates(model: torch.nn.Module, key: Key, probes: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+    phi_null, phi_true = null_rates(model, key, *probes)
     return {"phi_null": phi_null, "phi_true": phi_true}
 
 
@@ -90,7 +92,7 @@ class Piracy(ClaimAttack):
         victim_keys: list[Key],
         progress: bool,
     ) -> Claim:
-        from nnmark.workflow import build_key, fingerprint
+        from nnmark.workflow import build_key, fingerprint, prepare_secret
 
         p = self.params
         assert isinstance(p, PiracyParams)
@@ -102,19 +104,23 @@ class Piracy(ClaimAttack):
         )
         n = min(p.images, len(data.train_x))
         own = replace(data, train_x=data.train_x[:n], train_y=data.train_y[:n])
-        scheme = NullEmbedding(
-            owner=attacker, lam=lam, alpha=p.alpha, beta=p.beta, probes=p.probes, tag="piracy"
-        )
-        material = scheme.generate(own, torch.Generator().manual_seed(config.seed + 4242))
-        key = build_key(scheme, material, spec, None)
+        # the pirate's key follows the protocol (λ, n, T, probes) unless another λ is asked for
+        scheme = NullEmbedding(owner=attacker, lam=lam, alpha=p.alpha, beta=p.beta, tag="piracy")
+        secret, gen = prepare_secret(scheme, attacker, None)
+        material = scheme.generate(own, gen)
+        key = build_key(scheme, material, replace(spec, dataset=spec.dataset or data.name), None, secret)
+        # φ before and after on the attacker's held-out images (the test split, else its own images)
+        pool_x, pool_y = (data.test_x, data.test_y) if len(data.test_x) else (own.train_x, own.train_y)
+        pick = torch.randperm(len(pool_x), generator=torch.Generator().manual_seed(config.seed + 4242))
+        probes = (pool_x[pick[: p.probes]].float().div(255), pool_y[pick[: p.probes]].long())
 
         def measure() -> dict[str, Any]:
             out: dict[str, Any] = {
                 "accuracy": evaluate(model, data.test_x, data.test_y),
-                "pirate": _rates(model, key),
+                "pirate": _rates(model, key, probes),
             }
             for i, k in enumerate(owner_keys):
-                out["owner" if i == 0 else f"owner_{i + 1}"] = _rates(model, k)
+                out["owner" if i == 0 else f"owner_{i + 1}"] = _rates(model, k, probes)
             return out
 
         before = measure()
@@ -149,6 +155,7 @@ class Piracy(ClaimAttack):
             "optimizer": p.optimizer,
             "lr": p.lr,
             "diverged": diverged,
+            "probes": len(probes[0]),
             "before": before,
             "after": after,
         }
