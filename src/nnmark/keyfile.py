@@ -65,6 +65,8 @@ def encode_tensor(t: torch.Tensor) -> dict[str, Any]:
 def decode_tensor(d: dict[str, Any]) -> torch.Tensor:
     dtype = _DTYPES[d["dtype"]]
     raw = zlib.decompress(base64.b64decode(d["zlib_b64"], validate=True))
+    if not raw:  # torch.frombuffer refuses empty buffers
+        return torch.empty([int(v) for v in d["shape"]], dtype=dtype)
     return torch.frombuffer(bytearray(raw), dtype=dtype).reshape(d["shape"]).clone()
 
 

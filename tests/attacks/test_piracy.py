@@ -26,7 +26,7 @@ from nnmark.identity import OwnerKey, save_owner
 from nnmark.keyfile import key_bytes, load_key, parse_key, save_key
 from nnmark.oracle import TorchOracle
 from nnmark.schemes.null_embedding import DEFAULT_LAMBDA, NullEmbedding, Watermark, stamp, watermark_params
-from nnmark.training import TrainConfig, evaluate
+from nnmark.training import TrainConfig, evaluate, train
 from nnmark.types import Key, ModelSpec
 from nnmark.verify.verifier import check_owner, verify
 
@@ -118,7 +118,20 @@ def stolen(mnist5k: ImageDataset, tmp_path_factory: pytest.TempPathFactory) -> d
     # φ is measured on 200 test digits nobody trained on (the key itself holds no probes)
     pick = torch.randperm(len(mnist5k.test_x), generator=torch.Generator().manual_seed(0))[:200]
     probes = (mnist5k.test_x[pick].float().div(255), mnist5k.test_y[pick].long())
+    clean = []  # clean siblings a judge may name as reference models (other seeds and recipes)
+    for i, lr in enumerate((1e-3, 2e-3, 5e-4)):
+        torch.manual_seed(100 + i)
+        sibling = tiny_cnn()
+        train(
+            sibling,
+            owner_data.train_x,
+            owner_data.train_y,
+            TrainConfig(epochs=3, lr=lr, seed=100 + i),
+            progress=False,
+        )
+        clean.append(sibling.cpu().eval())
     return {
+        "clean": clean,
         "model": model.cpu().eval(),
         "key": key,
         "alice": alice,
@@ -206,39 +219,52 @@ def test_piracy_with_adam_keeps_the_model_and_embeds_the_pirates_stamp(stolen, r
     assert m["after"]["pirate"]["phi_null"] >= m["before"]["pirate"]["phi_null"] + 0.2, m
 
 
+def test_a_forged_label_change_key_matches_only_by_chance(stolen, reproducible_attackers):
+    """Labels follow from the forger's secret and a hash of all its images: moving the images towards
+    chosen labels re-draws every label, so the stolen model matches at the chance rate 1/(C - 1)."""
+    model = stolen["model"]
+    mallory = seeded_owner("Mallory", 1)
+    claim = Forgery(scheme="label-change", keys=60, steps=30).claim(
+        model, SPEC, stolen["thief"], TrainConfig(), attacker=mallory, progress=False
+    )
+    forged = parse_key(key_bytes(claim.key, mallory))
+    assert forged.scheme == "label-change" and len(forged.inputs) > 30
+    matches = int((TorchOracle(model).labels(forged.inputs) == forged.labels).sum())
+    assert matches <= len(forged.inputs) // 3, matches  # chance is 1/9; chosen labels would give all
+    verdict = verify(forged, TorchOracle(model))
+    assert verdict.watermarked is not True and verdict.p_value > 1e-3, verdict
+    assert verdict.decided_by["p0"]["source"] == "protocol"
+
+
 def test_a_forged_trigger_key_matches_but_is_refused_as_the_owners(
     stolen, reproducible_attackers, monkeypatch, capsys, tmp_path
 ):
+    """With a shared target the forger chooses the images: they match the stolen model by
+    construction, the verdict says the claimant chose them, a judge's clean references see them,
+    and --owner-pub with the true owner's key refuses the claim."""
     model = stolen["model"]
     mallory = seeded_owner("Mallory", 1)
-    claim = Forgery(scheme="label-change", keys=30, steps=30).claim(
+    claim = Forgery(scheme="zhang-content", keys=30, steps=30).claim(
         model, SPEC, stolen["thief"], TrainConfig(), attacker=mallory, progress=False
     )
-    key = claim.key
-    assert key.scheme == "label-change" and len(key.inputs) > 10
-    assert torch.all(TorchOracle(model).labels(key.inputs) == key.labels)  # chosen labels, by construction
     path = tmp_path / "forged.key"
-    save_key(path, key, mallory)
+    save_key(path, claim.key, mallory)
     forged = load_key(path)
-    # on statistics alone the forgery "matches": what stops it is the owner's public key and time
+    assert forged.scheme == "zhang-content" and len(forged.inputs) > 10
+    assert torch.all(TorchOracle(model).labels(forged.inputs) == forged.labels)  # chosen, by construction
+    # no calibration in the key: the claimant's images alone decide nothing
     verdict = verify(forged, TorchOracle(model))
-    assert verdict.watermarked is True
-    assert any("signed by Mallory" in n and "priority rests on when commitment" in n for n in verdict.notes)
+    assert verdict.watermarked is None and verdict.queries == 0
+    assert any("chosen by the claimant" in n or "claimant's choice" in n for n in verdict.notes), (
+        verdict.notes
+    )
     with pytest.raises(KeyTamperedError, match="'Mallory', not by the owner"):
         check_owner(forged, stolen["pub"])
     monkeypatch.setattr(
         sys,
         "argv",
-        [
-            "nnmark",
-            "verify",
-            "--key",
-            str(path),
-            "--model",
-            str(tmp_path / "x"),
-            "--owner-pub",
-            str(stolen["pub"]),
-        ],
+        ["nnmark", "verify", "--key", str(path), "--model", str(tmp_path / "x")]
+        + ["--owner-pub", str(stolen["pub"])],
     )
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
@@ -260,8 +286,10 @@ def test_a_forged_null_embedding_key_cannot_be_made_to_fit(stolen, reproducible_
     assert claim.key.scheme == "li-null-embedding" and claim.metrics["best_min_phi"] < 0.8
     assert FORGER_TIME.isoformat(timespec="microseconds") in claim.key.params["message"]  # reproducible
     forged = parse_key(key_bytes(claim.key, mallory))
-    verdict = verify(forged, TorchOracle(stolen["model"]), test="threshold")
-    assert verdict.watermarked is False
+    # a judge measures p0 on clean models it names (here: the stolen model's clean siblings)
+    refs = [(m, f"clean {i}") for i, m in enumerate(stolen["clean"])]
+    verdict = verify(forged, TorchOracle(stolen["model"]), test="threshold", references=refs)
+    assert verdict.watermarked is False, verdict
     with pytest.raises(KeyTamperedError):
         check_owner(forged, stolen["pub"])
 

@@ -98,7 +98,7 @@ def attack_run(
             if owner is None:
                 save_public(claim.signer.name, claim.signer.public_key_pem, tmp / ATTACKER_PUB)
     if claim is not None:
-        given.append((out / KEY_FILE, claim.key))
+        given.append((out / KEY_FILE, load_key(out / KEY_FILE)))  # as written: signed, with its commitment
     victim_accuracy = evaluate(victim, dataset.test_x, dataset.test_y)
     # owner mode: each key's owner checks the attacked model (p0 from the key's own calibration, or
     # calibration.json signed by the key's owner; an unsigned one is ignored with a note)
