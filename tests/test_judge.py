@@ -169,6 +169,14 @@ def test_fewer_than_three_references_give_no_verdict(monkeypatch, capsys, world,
     assert "at least 3" in doc["reason"] and doc["decided_by"]["p0"]["source"] == "verifier"
 
 
+def test_the_same_reference_named_three_times_counts_once(monkeypatch, capsys, world):
+    """Three copies of one clean model say nothing about the spread between clean models."""
+    refs = [a for _ in range(3) for a in ("--reference", world["always0"])]
+    key = world["root"] / "bare" / "watermark.key"
+    code, doc, _ = verify_json(monkeypatch, capsys, key, world[f"always{TARGET}"], *refs)
+    assert code == 2 and doc["watermarked"] is None and "1 distinct reference model" in doc["reason"]
+
+
 def test_a_reference_for_another_task_is_a_one_line_error(monkeypatch, capsys, world, tmp_path):
     x = torch.randint(0, 255, (8, 3, 8, 8), dtype=torch.uint8)
     colour = ImageDataset("colour", x, torch.arange(8) % 10, x, torch.arange(8) % 10, 10)

@@ -69,6 +69,7 @@ class VerifyContext:
         # reference models the verifier names make it a judge's run (``--reference`` implies ``--judge``)
         if self.references:
             self.judge = True
+            self.references = distinct_models(self.references)
 
     # -- probes ----------------------------------------------------------------------------
 
@@ -130,7 +131,7 @@ class VerifyContext:
                 return ChanceRate(
                     None,
                     VERIFIER,
-                    f"{len(self.references)} reference model(s) given; p0 needs at least "
+                    f"{len(self.references)} distinct reference model(s) given; p0 needs at least "
                     f"{stats.MIN_REFERENCES} to bound an unseen clean model (add --reference RUN)",
                 )
             from nnmark.oracle import TorchOracle
@@ -186,6 +187,21 @@ class VerifyContext:
         return ChanceRate(
             bound.p0, source, f"{where}: {bound.method}", stats.CALIBRATION_ERROR, calibration.rates
         )
+
+
+def distinct_models(models: Sequence[tuple[torch.nn.Module, str]]) -> list[tuple[torch.nn.Module, str]]:
+    """Reference models with identical weights counted once: the same clean model named three times
+    says nothing about the spread between clean models."""
+    from nnmark.workflow import fingerprint
+
+    seen: set[str] = set()
+    out = []
+    for model, description in models:
+        fp = fingerprint(model)
+        if fp not in seen:
+            seen.add(fp)
+            out.append((model, description))
+    return out
 
 
 def number(value: Any, source: str, how: str = "") -> dict[str, Any]:

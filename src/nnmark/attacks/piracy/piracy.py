@@ -32,7 +32,8 @@ table's pirate rates depend on the pattern the pirate's signature gives: with ot
 (re-measured later over five pirate signatures each) the Adam pirate's φ_null reached 83–90 % on
 digit-cnn for 2 of 5 patterns, and 42–84 % with φ_true 100 % on a tiny CNN, where at one pattern
 both owner and pirate passed Li's 80 % rule. So at λ = 2000 an Adam pirate sometimes succeeds;
-piracy is resisted, not prevented, and the owner's priority then rests on the published commitment. At λ = 20 the pirate wins outright (see
+piracy is resisted, not prevented, and the owner's priority then rests on the published
+commitment. At λ = 20 the pirate wins outright (see
 :mod:`nnmark.schemes.null_embedding`). ``metrics["diverged"]`` says when training blew up.
 """
 
