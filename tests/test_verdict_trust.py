@@ -305,9 +305,12 @@ def test_threshold_test_needs_calibration_and_reports_a_real_p_value(small_mnist
     assert v.watermarked is True and v.queries == 40 and v.matches == 40
     assert v.p_value == pytest.approx(stats.binomial_p_value(40, 40, v.p0 or 1.0)) and v.p_value <= 1e-6
     assert v.decided_by["tau"]["source"] == "protocol"
-    # 60 % key accuracy: the binomial test sees it, Zhang's rule (at most 30 % misses) does not
-    weak = verify(replace(key, calibration=QUIET), TorchOracle(answering(key, 0.6)), test="threshold")
-    assert weak.watermarked is None and "threshold rule is not met" in weak.reason
+    # 40 % key accuracy: the binomial test sees it, Zhang's rule (at most 30 % misses) does not
+    weak = verify(replace(key, calibration=QUIET), TorchOracle(answering(key, 0.5)), test="threshold")
+    # the 40 keys are a random draw from 100, half of them answered: at least 28 matches (P ~ 6e-4)
+    # would meet the rule; below it the verdict is never "found" and never "not found"
+    assert weak.watermarked is (True if weak.matches >= 28 else None), weak.reason
+    assert weak.matches >= 28 or "rule not met" in weak.reason
     assert verify(replace(key, calibration=QUIET), TorchOracle(answering(key, 0.6))).watermarked is True
     # the 40 keys sent are the verifier's random draw, not the claimant's first 40: a suspect that
     # matches exactly the key's first 40 keys is seen matching about 16 of them
@@ -405,3 +408,41 @@ def test_verify_context_is_the_verifiers(small_mnist):
     ctx = VerifyContext(references=[(Lookup(), f"clean {i}") for i in range(3)], judge=True)
     v = verify(key, TorchOracle(answering(key)), alpha=1e-3, context=ctx)
     assert v.alpha == 1e-3 and v.decided_by["p0"]["source"] == "verifier"
+
+
+def test_an_in_memory_edit_of_a_signed_key_is_refused(small_mnist):
+    """Review finding: `dataclasses.replace` on a loaded, signed key kept `signed=True`; the verifier
+    now re-reads the signed bytes and refuses content its owner never signed."""
+    alice = generate_owner("Alice")
+    key = zhang_key(small_mnist, owner=alice)
+    assert key.signed and key.source
+    suspect = TorchOracle(answering(key))
+    verify(key, suspect)  # the key as signed is accepted (no calibration: no verdict, but no refusal)
+    for edited in (
+        replace(key, calibration=QUIET),
+        replace(key, labels=torch.full_like(key.labels, 4)),
+        replace(key, params={**key.params, "target": 4}),
+    ):
+        with pytest.raises(KeyTamperedError, match="changed after its owner signed it"):
+            verify(edited, TorchOracle(answering(key)))
+    with pytest.raises(KeyTamperedError, match="carries no signed bytes"):
+        verify(replace(key, source=b""), suspect)
+
+
+def test_a_claimants_calibration_is_credited_with_no_more_queries_than_are_judged(small_mnist):
+    """Review finding: "3 clean models matched 0 of 100,000" written into the claimant's own key gave
+    p0 = 7e-5; owner mode now credits it with the number of keys judged (here 100: p0 >= 0.067)."""
+    made_up = Calibration((0.0, 0.0, 0.0), 100_000, 0.0, "made up", ("a", "b", "c"))
+    key = zhang_key(small_mnist, calibration=made_up)
+    v = verify(key, TorchOracle(answering(key, 0.2)))
+    p0 = v.decided_by["p0"]
+    assert p0["source"] == "claimant" and "credited with 100 queries" in p0["how"]
+    assert v.p0 is not None and v.p0 >= stats.clopper_pearson_upper(0, 100, stats.PREDICTIVE_QUANTILE) - 1e-12
+    impossible = Calibration((0.0, 1.5, 0.0), 100, 0.0, "made up", ("a", "b", "c"))
+    assert verify(replace(key, calibration=impossible), TorchOracle(answering(key))).watermarked is None
+
+
+def test_an_unknown_probe_dataset_is_an_error_even_where_no_probes_are_drawn(small_mnist):
+    key = zhang_key(small_mnist, calibration=QUIET)
+    with pytest.raises(NnmarkError, match="unknown dataset 'nosuch'"):
+        verify(key, TorchOracle(answering(key)), probe_data="nosuch")

@@ -387,7 +387,9 @@ def verify_cmd(
 
 def _print_verdict(v: Any) -> None:
     word = {True: "[bold green]FOUND[/]", False: "[bold red]NOT FOUND[/]", None: "[yellow]NO VERDICT[/]"}
-    out.print(f"watermark {word[v.watermarked]}  ({v.scheme}, test {v.test})")
+    claimant = v.decided_by.get("p0", {}).get("source") == "claimant"
+    who = " — the owner's check: p0 from the claimant's calibration, not a judge's" if claimant else ""
+    out.print(f"watermark {word[v.watermarked]}  ({v.scheme}, test {v.test}){who}")
     out.print(
         f"  p-value {v.p_value:.3g} (alpha {v.alpha:g}); matches {v.matches}, "
         f"threshold {v.threshold}, queries {v.queries}"

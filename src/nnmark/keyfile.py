@@ -171,6 +171,7 @@ def parse_key(data: bytes, where: str = "key") -> Key:
             created=str(body.get("created", "")),
             fingerprint=str(body.get("fingerprint", "")),
             signed=signed,
+            source=bytes(data) if signed else b"",
             commitment=str(doc["commitment"]),
             version=int(doc["version"]),
         )
@@ -361,3 +362,45 @@ def verify_context(
         data_dir=data_dir,
         notes=notes,
     )
+
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and bool(torch.equal(a, b))
+
+
+def check_signed_key(key: Key) -> None:
+    """Refuse a signed in-memory key that differs from the file its owner signed.
+
+    ``parse_key`` checks the bytes of a file; a :class:`Key` built or edited in Python (for
+    example with ``dataclasses.replace``) keeps ``signed=True`` without its content being signed,
+    so the verifier re-reads the signed bytes kept in ``key.source`` and compares every field.
+    """
+    if not key.signed:
+        return
+    if not key.source:
+        raise KeyTamperedError(
+            "the key says it is signed but carries no signed bytes: load it with nnmark.load_key, or save it "
+            "with the owner's key (nnmark.keyfile.save_key) and load it again"
+        )
+    signed = parse_key(key.source, "the signed key")
+    tensors_ok = set(key.tensors) == set(signed.tensors) and all(
+        _same_tensor(key.tensors[k], signed.tensors[k]) for k in key.tensors
+    )
+    same = (
+        key.scheme == signed.scheme
+        and key.params == signed.params
+        and key.input_shape == signed.input_shape
+        and key.num_classes == signed.num_classes
+        and _same_tensor(key.inputs, signed.inputs)
+        and _same_tensor(key.labels, signed.labels)
+        and tensors_ok
+        and key.calibration == signed.calibration
+        and key.owner == signed.owner
+        and key.created == signed.created
+        and key.commitment == signed.commitment
+    )
+    if not same:
+        raise KeyTamperedError(
+            "the key was changed after its owner signed it (an in-memory edit): its content is not what "
+            "was signed"
+        )

@@ -108,6 +108,9 @@ class Key:
     created: str = ""
     fingerprint: str = ""
     signed: bool = False
+    #: the key file's bytes as read by ``parse_key`` (signed keys): the verifier re-reads them to check
+    #: that an in-memory key is still what its owner signed
+    source: bytes = field(default=b"", repr=False, compare=False)
     commitment: str = ""
     version: int = 1
 

@@ -620,7 +620,7 @@ def test_a_made_up_calibration_in_a_forged_key_never_makes_found(world):
     forged = parse_key(key_bytes(claim.key, mallory))
     assert forged.calibration is not None and forged.calibration.rates == FAKE_RATES
     owner_mode = verify(forged, TorchOracle(clean))
-    assert owner_mode.decided_by["p0"]["source"] == "claimant" and owner_mode.p0 < 1e-4
+    assert owner_mode.decided_by["p0"]["source"] == "claimant" and owner_mode.p0 < 0.05
     assert owner_mode.p_value <= 1e-6  # the made-up p0 alone would accuse the clean model ...
     assert owner_mode.watermarked is not True, owner_mode.reason  # ... Li's rule does not
     assert owner_mode.evidence["li_rule"] is False

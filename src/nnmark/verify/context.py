@@ -70,6 +70,11 @@ class VerifyContext:
         if self.references:
             self.judge = True
             self.references = distinct_models(self.references)
+        if isinstance(self.probe_data, str):
+            from nnmark.data import DATASETS
+
+            # an unknown --probe-data is an error even where no probes are drawn
+            DATASETS.get(self.probe_data)
 
     # -- probes ----------------------------------------------------------------------------
 
@@ -164,7 +169,7 @@ class VerifyContext:
                 if self.owner_calibration
                 else ("the calibration inside the claimant's key")
             )
-            return self._from_calibration(calibration, CLAIMANT, where)
+            return self._from_calibration(calibration, CLAIMANT, where, len(labels))
         return ChanceRate(
             None,
             VERIFIER,
@@ -174,7 +179,20 @@ class VerifyContext:
         )
 
     @staticmethod
-    def _from_calibration(calibration: Calibration, source: str, where: str) -> ChanceRate:
+    def _from_calibration(
+        calibration: Calibration, source: str, where: str, most_queries: int | None = None
+    ) -> ChanceRate:
+        """p0 from a stored calibration. The claimant's is checked and never credited with more
+        measurements than the queries being judged (``most_queries``): a hand-written "three clean
+        models matched 0 of 100,000" would otherwise make any p0 it likes."""
+        rates, queries = calibration.rates, int(calibration.queries)
+        if queries < 1 or any(not 0.0 <= r <= 1.0 for r in rates):
+            return ChanceRate(
+                None, source, f"{where} is not a measurement (rates outside [0, 1] or no queries)"
+            )
+        if most_queries is not None and queries > most_queries:
+            queries = most_queries
+            where += f" (credited with {most_queries} queries per model, the number judged now)"
         if len(calibration.rates) < stats.MIN_REFERENCES:
             return ChanceRate(
                 None,
@@ -183,7 +201,7 @@ class VerifyContext:
                 "are needed (recalibrate, or pass --reference RUN...)",
             )
         # recompute the bound from the rates: a stored p0 is a claim, the rates are the measurement
-        bound = stats.bound_p0(calibration.rates, calibration.queries)
+        bound = stats.bound_p0(rates, queries)
         return ChanceRate(
             bound.p0, source, f"{where}: {bound.method}", stats.CALIBRATION_ERROR, calibration.rates
         )
@@ -197,7 +215,7 @@ def distinct_models(models: Sequence[tuple[torch.nn.Module, str]]) -> list[tuple
     seen: set[str] = set()
     out = []
     for model, description in models:
-        fp = fingerprint(model)
+        fp = fingerprint(model) if model.state_dict() else f"object {id(model)}"
         if fp not in seen:
             seen.add(fp)
             out.append((model, description))

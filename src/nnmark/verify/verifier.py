@@ -12,6 +12,7 @@ import torch
 
 from nnmark import keysecret
 from nnmark.errors import KeyTamperedError, NnmarkError
+from nnmark.keyfile import check_signed_key
 from nnmark.oracle import Oracle
 from nnmark.types import Key, Verdict
 from nnmark.verify import stats
@@ -101,6 +102,7 @@ def check_integrity(key: Key) -> None:
             f"the key names owner {key.owner.name!r} but carries no valid signature: it was altered (a key "
             "that names an owner must be signed by that owner)"
         )
+    check_signed_key(key)
     keysecret.key_secret(key)
 
 
