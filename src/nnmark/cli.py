@@ -550,7 +550,7 @@ def key_info(
 
     k = load_key(key)
     secret = secret_summary(k)
-    hidden = {"secret", "pattern_seed"}
+    hidden = {"secret"}
     if k.scheme in SCHEMES:
         hidden |= set(SCHEMES.get(k.scheme).secret_params)
     info = {

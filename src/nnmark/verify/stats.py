@@ -7,8 +7,7 @@
   and variance across models (beta-binomial view), and p0 is its 99.9 % quantile — never below the
   99.9 % Clopper–Pearson upper bound of the worst model seen.
 - Zhang 2018 / Zhong 2020 threshold test: found if at most τ of the key answers miss.
-- Zhong 2020 first-hit: Acc(q) = Σ_{θ<q} (1−p)^θ·p, and a Fisher exact test of key hits
-  against control hits.
+- Zhong 2020 first-hit: Acc(q) = Σ_{θ<q} (1−p)^θ·p.
 - Wald's SPRT between p0 and p1 for query-efficient sequential verification.
 - ``decide_binomial``: "found" at p ≤ α; "not found" only when the test had the power to see a
   weak watermark (key accuracy ≥ ``WEAK_RATE``) and the data reject it; otherwise no verdict.
@@ -179,12 +178,6 @@ def zhang_threshold_found(matches: int, n: int, tau: float) -> bool:
 def first_hit_accuracy(q: int, p: float) -> float:
     """Zhong 2020 Eq.: Acc(q) = Σ_{θ<q} (1−p)^θ·p = 1 − (1−p)^q, the chance of a hit within q queries."""
     return 1.0 - (1.0 - p) ** q
-
-
-def fisher_greater(key_hits: int, key_n: int, control_hits: int, control_n: int) -> float:
-    """One-sided Fisher exact p-value that keys hit more often than controls."""
-    table = [[key_hits, key_n - key_hits], [control_hits, control_n - control_hits]]
-    return float(stats.fisher_exact(table, alternative="greater").pvalue)
 
 
 @dataclass
