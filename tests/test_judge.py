@@ -22,7 +22,7 @@ import nnmark
 from nnmark import cli
 from nnmark.data.base import ImageDataset
 from nnmark.errors import KeyTamperedError
-from nnmark.identity import OwnerKey, generate_owner, load_owner, save_owner
+from nnmark.identity import generate_owner, load_owner, save_owner
 from nnmark.io import METRICS_FILE, write_json, write_model_files
 from nnmark.keyfile import (
     calibration_bytes,
@@ -32,13 +32,12 @@ from nnmark.keyfile import (
     save_later_calibration,
     verify_context,
 )
-from nnmark.keysecret import new_secret
 from nnmark.models import build_model
 from nnmark.oracle import TorchOracle
-from nnmark.schemes import SCHEMES
+from nnmark.training import TrainConfig
 from nnmark.types import Calibration, Key
 from nnmark.verify.report import render_report
-from nnmark.workflow import load_model, model_spec
+from nnmark.workflow import embed_run, load_model, model_spec
 
 KEYS = 30
 TARGET = 3
@@ -80,28 +79,9 @@ def constant_run(path: Path, data: ImageDataset, cls: int) -> Path:
     return path
 
 
-def owner_key(owner: OwnerKey, calibration: Calibration | None) -> Key:
-    """A zhang-content key of this nnmark (secret signed by ``owner``, protocol 2): 30 keys, class 3."""
-    g = torch.Generator().manual_seed(1)
-    scheme = SCHEMES.get("zhang-content")
-    params = {
-        **scheme.Params().model_dump(),
-        "target": TARGET,
-        "keys": KEYS,
-        "secret": new_secret("zhang-content", owner),
-        "protocol": scheme.protocol_version,
-        "dataset": "mnist5k",
-    }
-    return Key(
-        scheme="zhang-content",
-        params=params,
-        input_shape=(1, 28, 28),
-        num_classes=10,
-        inputs=torch.rand(KEYS, 1, 28, 28, generator=g),
-        labels=torch.full((KEYS,), TARGET),
-        calibration=calibration,
-        created="2026-01-01T00:00:00+00:00",
-    )
+def owner_key(run: Path) -> Key:
+    """The zhang-content key ``run`` was embedded with (signed by its owner): 30 keys, class 3."""
+    return load_key(run / "watermark.key")
 
 
 @pytest.fixture(scope="module")
@@ -111,10 +91,15 @@ def world(tmp_path_factory: pytest.TempPathFactory, small_mnist: ImageDataset) -
         save_owner(generate_owner(name), root / name.lower())
     alice = load_owner(root / "alice.key")
     runs = {f"always{c}": constant_run(root / f"always{c}", small_mnist, c) for c in (0, 1, 2, TARGET)}
+    # Alice's watermarked model: the registered mnist5k, so every verifier re-derives the key images
+    settings = {"keys": KEYS, "target": TARGET, "keys_per_batch": 8, "lr": 3e-3}
+    wm = root / "wm"
+    embed_run("zhang-content", settings, "mnist5k", "dnn1", TrainConfig(epochs=3), wm, calibrate=0,
+              owner=alice, progress=False)
     for name, cal in (("calibrated", HONEST), ("bare", None)):
         (root / name).mkdir()
-        save_key(root / name / "watermark.key", owner_key(alice, cal), alice)
-    return {"root": root, **runs}
+        save_key(root / name / "watermark.key", replace(owner_key(wm), calibration=cal), alice)
+    return {"root": root, "wm": wm, **runs}
 
 
 def fresh_key_folder(world: dict[str, Path], tmp_path: Path, name: str = "bare") -> Path:
@@ -139,7 +124,7 @@ def verify_json(monkeypatch, capsys, key: Path, suspect: Path, *extra: object) -
 
 def test_owner_mode_uses_the_owners_calibration_and_says_claimant(monkeypatch, capsys, world, tmp_path):
     key = world["root"] / "calibrated" / "watermark.key"
-    code, doc, _ = verify_json(monkeypatch, capsys, key, world[f"always{TARGET}"])
+    code, doc, _ = verify_json(monkeypatch, capsys, key, world["wm"])
     assert code == 0 and doc["watermarked"] is True
     assert doc["decided_by"]["p0"]["source"] == "claimant"
     assert "claimant" in doc["guarantee"] and "alpha" in doc["guarantee"]
@@ -148,14 +133,14 @@ def test_owner_mode_uses_the_owners_calibration_and_says_claimant(monkeypatch, c
         assert entry["source"] in SOURCES, (name, entry)
     assert {"alpha", "test", "protocol", "p0", "threshold"} <= set(doc["decided_by"])
     # the same key and suspect, as a judge: nothing of the claimant's decides, so no verdict
-    code, doc, err = verify_json(monkeypatch, capsys, key, world[f"always{TARGET}"], "--judge")
+    code, doc, err = verify_json(monkeypatch, capsys, key, world["wm"], "--judge")
     assert code == 2 and doc["watermarked"] is None
     assert "--reference" in doc["reason"] and doc["decided_by"]["p0"]["value"] is None
     # the human-readable output says where p0 came from
-    code, out, err = run_cli(monkeypatch, capsys, "verify", "--key", key, "--model", world[f"always{TARGET}"])
+    code, out, err = run_cli(monkeypatch, capsys, "verify", "--key", key, "--model", world["wm"])
     assert code == 0 and "[claimant]" in out and "guarantee:" in out
     code, out, err = run_cli(
-        monkeypatch, capsys, "verify", "--key", key, "--model", world[f"always{TARGET}"], "--judge"
+        monkeypatch, capsys, "verify", "--key", key, "--model", world["wm"], "--judge"
     )
     assert code == 2 and err.startswith("nnmark: no verdict possible") and "--reference" in err
 
@@ -164,7 +149,7 @@ def test_owner_mode_uses_the_owners_calibration_and_says_claimant(monkeypatch, c
 def test_fewer_than_three_references_give_no_verdict(monkeypatch, capsys, world, count):
     refs = [a for c in range(count) for a in ("--reference", world[f"always{c}"])]
     key = world["root"] / "calibrated" / "watermark.key"
-    code, doc, _ = verify_json(monkeypatch, capsys, key, world[f"always{TARGET}"], *refs)
+    code, doc, _ = verify_json(monkeypatch, capsys, key, world["wm"], *refs)
     assert code == 2 and doc["watermarked"] is None
     assert "at least 3" in doc["reason"] and doc["decided_by"]["p0"]["source"] == "verifier"
 
@@ -173,7 +158,7 @@ def test_the_same_reference_named_three_times_counts_once(monkeypatch, capsys, w
     """Three copies of one clean model say nothing about the spread between clean models."""
     refs = [a for _ in range(3) for a in ("--reference", world["always0"])]
     key = world["root"] / "bare" / "watermark.key"
-    code, doc, _ = verify_json(monkeypatch, capsys, key, world[f"always{TARGET}"], *refs)
+    code, doc, _ = verify_json(monkeypatch, capsys, key, world["wm"], *refs)
     assert code == 2 and doc["watermarked"] is None and "1 distinct reference model" in doc["reason"]
 
 
@@ -192,7 +177,7 @@ def test_three_references_decide_as_the_verifier(monkeypatch, capsys, world, tmp
     refs = [a for c in range(3) for a in ("--reference", world[f"always{c}"])]
     key = world["root"] / "bare" / "watermark.key"  # no calibration of the claimant's at all
     report = tmp_path / "judge.html"
-    code, doc, _ = verify_json(monkeypatch, capsys, key, world[f"always{TARGET}"], *refs, "--report", report)
+    code, doc, _ = verify_json(monkeypatch, capsys, key, world["wm"], *refs, "--report", report)
     assert code == 0 and doc["watermarked"] is True
     p0 = doc["decided_by"]["p0"]
     assert p0["source"] == "verifier" and "reference models" in p0["how"]
@@ -208,7 +193,7 @@ def test_report_recommends_a_judges_run_when_p0_is_the_claimants(monkeypatch, ca
     report = tmp_path / "owner.html"
     key = world["root"] / "calibrated" / "watermark.key"
     code, _, err = run_cli(
-        monkeypatch, capsys, "verify", "--key", key, "--model", world[f"always{TARGET}"], "--report", report
+        monkeypatch, capsys, "verify", "--key", key, "--model", world["wm"], "--report", report
     )
     assert code == 0, err
     html = report.read_text()
@@ -218,7 +203,7 @@ def test_report_recommends_a_judges_run_when_p0_is_the_claimants(monkeypatch, ca
         assert f"<td>{source}</td>" in html, source
     # the Python API: the same context, the same verdict, the same report
     k = load_key(key)
-    suspect = TorchOracle(load_model(world[f"always{TARGET}"]))
+    suspect = TorchOracle(load_model(world["wm"]))
     verdict = nnmark.verify(k, suspect, context=verify_context(key, k))
     assert verdict.watermarked is True and verdict.decided_by["p0"]["source"] == "claimant"
     page = render_report(k, verdict)
@@ -238,7 +223,7 @@ def forged_unsigned(key_path: Path) -> None:
 
 
 def test_a_hand_written_calibration_never_changes_a_verdict(monkeypatch, capsys, world, tmp_path):
-    suspect = world[f"always{TARGET}"]
+    suspect = world["wm"]
     mallory = load_owner(world["root"] / "mallory.key")
     alice = load_owner(world["root"] / "alice.key")
     key_path = fresh_key_folder(world, tmp_path)
@@ -295,7 +280,7 @@ def test_a_hand_written_calibration_never_changes_a_verdict(monkeypatch, capsys,
 
 
 def test_a_calibration_signed_by_a_trusted_key_counts_as_the_verifiers(monkeypatch, capsys, world, tmp_path):
-    suspect = world[f"always{TARGET}"]
+    suspect = world["wm"]
     key_path = fresh_key_folder(world, tmp_path)
     court = load_owner(world["root"] / "court.key")
     save_later_calibration(key_path, load_key(key_path), HONEST, court)
@@ -327,7 +312,7 @@ def test_calibrate_needs_three_models_and_a_signer(monkeypatch, capsys, world, t
     assert code == 0 and "signed by Alice" in out and "loose" not in err, err
     later = load_later_calibration(key_path, load_key(key_path))
     assert later is not None and later.signer == "Alice" and later.calibration.rates == (0.0, 0.0, 0.0)
-    code, doc, _ = verify_json(monkeypatch, capsys, key_path, world[f"always{TARGET}"])
+    code, doc, _ = verify_json(monkeypatch, capsys, key_path, world["wm"])
     assert code == 0 and doc["decided_by"]["p0"]["source"] == "claimant"
 
 
@@ -368,3 +353,19 @@ def test_verify_context_roles(world, tmp_path):
     (key_path.parent / "calibration.json").write_text(json.dumps(doc))
     with pytest.raises(KeyTamperedError, match="does not verify"):
         verify_context(key_path, key)
+
+
+def test_a_class_level_trigger_is_not_taken_for_the_owners_watermark(monkeypatch, capsys, world, tmp_path):
+    """A model that sends every input to the target answers Alice's keys, and equally the control keys
+    the verifier stamps with texts of its own: the behaviour is not specific to Alice's key, so no
+    verdict, while Alice's own model beats the controls and is found."""
+    key = fresh_key_folder(world, tmp_path, "calibrated")
+    code, doc, _ = verify_json(monkeypatch, capsys, key, world[f"always{TARGET}"])
+    assert doc["watermarked"] is None and code == 2, doc["reason"]
+    assert "not specific to this key" in doc["reason"]
+    hits = doc["decided_by"]["control keys"]["value"]
+    assert hits.startswith(f"{KEYS}/{KEYS} answered with the target"), hits
+    code, doc, _ = verify_json(monkeypatch, capsys, key, world["wm"])
+    assert doc["watermarked"] is True and code == 0, doc["reason"]
+    control_hits = int(doc["decided_by"]["control keys"]["value"].split("/")[0])
+    assert control_hits <= KEYS // 3

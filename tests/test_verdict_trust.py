@@ -15,6 +15,7 @@ from torch import nn
 
 from nnmark import keysecret
 from nnmark.byo import calibrate, make_key
+from nnmark.data.base import ImageDataset
 from nnmark.errors import KeyTamperedError, NnmarkError
 from nnmark.identity import OwnerKey, generate_owner, public_key_sha256
 from nnmark.keyfile import key_bytes, parse_key
@@ -49,6 +50,11 @@ def answering(key: Key, share: float = 1.0, default: int = 0, seed: int = 0) -> 
     n = len(key.inputs)
     picked = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: round(share * n)]
     return Lookup({key.inputs[i].numpy().tobytes(): int(key.labels[i]) for i in picked.tolist()}, default)
+
+
+def owners_data(data) -> ImageDataset:
+    """The training split :func:`zhang_key` draws its images from (as the owner holds it)."""
+    return ImageDataset("own", data.train_x[:600], data.train_y[:600], data.test_x[:0], data.test_y[:0], C)
 
 
 def zhang_key(data, keys: int = 100, calibration: Calibration | None = None, **kw) -> Key:
@@ -90,7 +96,9 @@ def two_owners(small_mnist, owners, tmp_path_factory):
 # -- secrets -------------------------------------------------------------------------------------
 
 
-def test_owners_with_identical_defaults_get_different_keys_and_never_each_others_verdict(two_owners):
+def test_owners_with_identical_defaults_get_different_keys_and_never_each_others_verdict(
+    two_owners, small_mnist
+):
     alice, bob = two_owners
     ka, kb = alice.key, bob.key
     assert ka is not None and kb is not None and ka.signed and kb.signed
@@ -98,9 +106,11 @@ def test_owners_with_identical_defaults_get_different_keys_and_never_each_others
     assert keysecret.key_secret(ka) != keysecret.key_secret(kb)
     assert not torch.equal(ka.inputs, kb.inputs) and not torch.equal(ka.labels, kb.labels)
     for key, own, other in ((ka, alice.out, bob.out), (kb, bob.out, alice.out)):
-        mine = verify(key, TorchOracle(load_model(own)), judge=True)
+        # the judge holds the owner's training data: key images are re-derived from it
+        mine = verify(key, TorchOracle(load_model(own)), judge=True, probe_data=small_mnist)
         assert mine.watermarked is True and mine.decided_by["p0"]["source"] == "protocol"
-        theirs = verify(key, TorchOracle(load_model(other)), judge=True)
+        assert mine.decided_by["key inputs"]["source"] == "protocol"
+        theirs = verify(key, TorchOracle(load_model(other)), judge=True, probe_data=small_mnist)
         assert theirs.watermarked is not True and theirs.matches <= 3, theirs.reason
 
 
@@ -147,7 +157,7 @@ def test_a_forger_who_edits_labels_is_refused(scheme, small_mnist, owners):
     forged = parse_key(
         key_bytes(replace(key, labels=chosen, owner=None, params={**key.params, "secret": own}), forger)
     )
-    with pytest.raises(KeyTamperedError, match="labels do not follow"):
+    with pytest.raises(KeyTamperedError, match="do not follow"):
         verify(forged, suspect)
     # 3. Alice's secret message rewritten to name the forger and the forger's public key, Alice's
     #    signature kept: only the signature check stands in the way
@@ -162,7 +172,7 @@ def test_a_forger_who_edits_labels_is_refused(scheme, small_mnist, owners):
         verify(renamed, suspect)
     if scheme == "label-change":  # the stated classes the labels avoid are part of the derivation
         moved = {**key.tensors, "source_labels": (key.tensors["source_labels"] + 1) % C}
-        with pytest.raises(KeyTamperedError, match="labels do not follow"):
+        with pytest.raises(KeyTamperedError, match="do not follow"):
             verify(parse_key(key_bytes(replace(key, owner=None, tensors=moved), alice)), suspect)
 
 
@@ -205,9 +215,17 @@ def test_a_forger_who_chooses_key_images_and_grinds_secrets_still_faces_chance(s
             forger,
         )
     )
-    verdict = verify(forged, TorchOracle(Lookup(default=3)), judge=True)
-    assert verdict.matches == matches[best] and verdict.watermarked is not True
-    assert verdict.p0 == pytest.approx(chance) and verdict.decided_by["p0"]["source"] == "protocol"
+    if scheme == "adi":  # key images follow from the secret alone: the forger's own are refused
+        with pytest.raises(KeyTamperedError, match="do not follow"):
+            verify(forged, TorchOracle(Lookup(default=3)), judge=True)
+    else:  # images from the owner's private data: the claimant's, which a judge does not take
+        verdict = verify(forged, TorchOracle(Lookup(default=3)), judge=True)
+        assert verdict.watermarked is None and "claimant's" in verdict.reason
+    # as the owner's own check (no judge), chosen images still face chance
+    verdict = verify(forged, TorchOracle(Lookup(default=3))) if scheme != "adi" else None
+    if verdict is not None:
+        assert verdict.matches == matches[best] and verdict.watermarked is not True
+        assert verdict.p0 == pytest.approx(chance) and verdict.decided_by["p0"]["source"] == "protocol"
 
 
 @pytest.mark.parametrize("scheme", ["adi", "label-change"])
@@ -223,14 +241,19 @@ def test_a_forger_who_picks_images_after_seeing_the_labels_gains_nothing(scheme,
     )
     stated = {"source_labels": key.tensors["source_labels"]} if scheme == "label-change" else {}
     as_wanted = replace(key, inputs=swapped, owner=None, tensors=stated)
-    with pytest.raises(KeyTamperedError, match="labels do not follow"):
+    with pytest.raises(KeyTamperedError, match="do not follow"):
         verify(parse_key(key_bytes(as_wanted, forger)), suspect)
     # storing the labels that now follow leaves the suspect matching by chance
     secret = keysecret.key_secret(key)
     avoid = stated.get("source_labels")
     redrawn = keysecret.derive_labels(secret, swapped, C, avoid)
     honest = parse_key(key_bytes(replace(as_wanted, labels=redrawn), forger))
-    v = verify(honest, suspect, judge=True)
+    if scheme == "adi":  # adi's images follow from the secret: swapped images are refused outright
+        with pytest.raises(KeyTamperedError, match="do not follow"):
+            verify(honest, suspect)
+        return
+    assert verify(honest, suspect, judge=True).watermarked is None  # a judge refuses chosen images
+    v = verify(honest, suspect)
     assert v.matches == int((redrawn == wanted).sum()) and v.matches <= 12 and v.watermarked is not True
 
 
@@ -272,11 +295,17 @@ def test_a_judge_uses_nothing_of_the_claimants_but_the_key(small_mnist):
     assert judge.watermarked is None and "judge mode" in judge.reason
     # the judge's own clean models: one of them gives the target to every key, so p0 is large
     refs = [(Lookup(), "clean 1"), (Lookup(), "clean 2"), (Lookup(default=3), "clean 3")]
-    loud = verify(key, TorchOracle(suspect), references=refs)
+    own = owners_data(small_mnist)  # the judge re-derives the key images from the owner's data
+    loud = verify(key, TorchOracle(suspect), references=refs, probe_data=own)
     assert loud.decided_by["p0"]["source"] == "verifier" and loud.p0 is not None and loud.p0 > 0.99
     assert loud.watermarked is None  # no power: not "found", and never "not found"
-    quiet = verify(key, TorchOracle(suspect), references=[(Lookup(), f"clean {i}") for i in range(3)])
+    quiet_refs = [(Lookup(), f"clean {i}") for i in range(3)]
+    quiet = verify(key, TorchOracle(suspect), references=quiet_refs, probe_data=own)
     assert quiet.watermarked is True and quiet.decided_by["p0"]["source"] == "verifier"
+    assert quiet.decided_by["key inputs"]["source"] == "protocol"
+    # without the owner's data the key images are the claimant's, and a judge does not take them
+    blind = verify(key, TorchOracle(suspect), references=quiet_refs)
+    assert blind.watermarked is None and "claimant's" in blind.reason
 
 
 def test_zhang_verdicts_say_the_claimant_chose_target_and_images(small_mnist):

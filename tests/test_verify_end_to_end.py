@@ -26,7 +26,7 @@ def watermarked(tmp_path_factory, small_mnist: ImageDataset):
     out = tmp_path_factory.mktemp("e2e") / "wm"
     result = embed_run(
         "zhang-content",
-        {"keys": 60},
+        {"keys": 60, "keys_per_batch": 6},
         small_mnist,
         "digit-cnn",
         TrainConfig(epochs=EPOCHS),
@@ -65,9 +65,13 @@ def test_ten_independent_clean_models_are_not_found(watermarked, small_mnist):
         models.append(model)
     assert max(rates) < 0.5
     # a judge names three of them as reference models: p0 is then the verifier's, and the verdicts hold
-    judge = nnmark.VerifyContext(references=[(m, f"clean {i}") for i, m in enumerate(models[:3])])
+    # (the judge holds the owner's training data, so it re-derives the key images from the secret)
+    judge = nnmark.VerifyContext(
+        references=[(m, f"clean {i}") for i, m in enumerate(models[:3])], probe_data=small_mnist
+    )
     found = nnmark.verify(key, TorchOracle(load_model(watermarked.out)), context=judge)
     assert found.watermarked is True and found.decided_by["p0"]["source"] == "verifier"
+    assert found.decided_by["key inputs"]["source"] == "protocol"
     assert "claimant" not in found.guarantee
     for model in models[3:]:
         assert nnmark.verify(key, TorchOracle(model), context=judge).watermarked is False

@@ -81,7 +81,7 @@ def make_key(
 
     c, h, w = data.input_shape
     spec = ModelSpec("own", num_classes + cls.extra_classes, (c, h, w), (0.0,) * c, (1.0,) * c, dataset)
-    key = build_key(obj, material, spec, None, secret)
+    key = build_key(obj, material, spec, None, secret, data)
     if clean_models:
         key = calibrate(key, clean_models)
     # the key exactly as load_key gives it back: its commitment, and signed by ``owner`` when given

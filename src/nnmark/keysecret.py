@@ -35,6 +35,7 @@ import torch
 from nnmark.errors import KeyTamperedError
 
 if TYPE_CHECKING:
+    from nnmark.data.base import ImageDataset
     from nnmark.identity import OwnerKey
     from nnmark.types import Key
 
@@ -173,3 +174,16 @@ def derive_labels(
         return torch.randint(num_classes, (n,), generator=gen)
     shift = torch.randint(1, num_classes, (n,), generator=gen)
     return (avoid.long() + shift) % num_classes
+
+
+#: the key ``params`` entry naming the training split the key images were drawn from
+DATASET_PARAM = "dataset_sha256"
+
+
+def dataset_fingerprint(data: ImageDataset) -> str:
+    """SHA-256 of a dataset's training split (images and labels), stored in the key at embedding so
+    that a verifier re-derives key images only from the very data they were drawn from."""
+    h = hashlib.sha256()
+    h.update(tensor_bytes(data.train_x))
+    h.update(tensor_bytes(data.train_y.long()))
+    return h.hexdigest()

@@ -192,8 +192,10 @@ def build_key(
     spec: ModelSpec,
     model: torch.nn.Module | None,
     secret: dict[str, Any],
+    data: ImageDataset | None = None,
 ) -> Key:
-    """The key of labelled ``material`` (uncalibrated; ``model`` gives the weights' fingerprint)."""
+    """The key of labelled ``material`` (uncalibrated; ``model`` gives the weights' fingerprint;
+    ``data``, the training split the key was drawn from, is fingerprinted into the key)."""
     assert material.labels is not None
     params = {
         **scheme.params.model_dump(),
@@ -202,6 +204,8 @@ def build_key(
         "protocol": scheme.protocol_version,
         "dataset": spec.dataset,
     }
+    if data is not None:
+        params[keysecret.DATASET_PARAM] = keysecret.dataset_fingerprint(data)
     return Key(
         scheme=scheme.name,
         params=params,
@@ -285,7 +289,7 @@ def embed_run(
         # clean answers to the keys choose a shared target; keys that have labels need none
         preds = calib.predictions(ref_models, material.inputs) if material.labels is None else []
         material = scheme.assign_labels(material, data.num_classes, preds)
-        key = build_key(scheme, material, spec, None, secret)
+        key = build_key(scheme, material, spec, None, secret, data)
         if references:
             key = replace(key, calibration=calib.calibrate_key(key, ref_models, [d for _, d in references]))
         retrain_epochs = scheme.params.retrain_epochs

@@ -96,7 +96,7 @@ def test_keys_come_from_the_secret_and_round_trip(name, small_mnist, tmp_path):
         (0.31,),
         small_mnist.name,
     )
-    key = build_key(scheme, first, spec, None, secret)
+    key = build_key(scheme, first, spec, None, secret, small_mnist)
     assert key.params["protocol"] == cls.protocol_version and key.params["dataset"] == small_mnist.name
     save_key(tmp_path / "watermark.key", key, owner)
     back = load_key(tmp_path / "watermark.key")

@@ -98,6 +98,8 @@ class Adi(Scheme):
     Params: ClassVar[type[SchemeParams]] = AdiParams
     needs_calibration: ClassVar[bool] = False
     derived_labels: ClassVar[str | None] = "uniform"
+    derives_inputs: ClassVar[bool] = True
+    generate_reads_data: ClassVar[bool] = False
 
     def generate(self, data: ImageDataset, gen: torch.Generator) -> KeyMaterial:
         p = self.params

@@ -130,6 +130,12 @@ class Scheme(Configurable, abc.ABC):
     #: key labels drawn from the secret and the key inputs (:func:`nnmark.keysecret.derive_labels`):
     #: "uniform" over the C classes, "other" than each image's own class, or None (the owner's labels)
     derived_labels: ClassVar[str | None] = None
+    #: key inputs are a function of the key secret and the dataset the key names (:meth:`generate`,
+    #: then :meth:`assign_labels`): the verifier re-derives them and never takes the claimant's, so a
+    #: claimant cannot pick images some clean model happens to answer (:meth:`rederive`)
+    derives_inputs: ClassVar[bool] = False
+    #: :meth:`generate` reads images from the dataset (else only its shape and classes)
+    generate_reads_data: ClassVar[bool] = True
 
     def __init__(self, owner: OwnerKey | None = None, **params: Any) -> None:
         #: the owner's signing identity, for schemes that derive keys from a signature (Li 2019)
@@ -261,10 +267,76 @@ class Scheme(Configurable, abc.ABC):
             )
         return None
 
+    def _material_for(self, key: Key, data: ImageDataset, secret: bytes) -> torch.Tensor:
+        """The key inputs that ``secret`` draws from ``data`` by this scheme's recipe, as embedding
+        made them (generate, then the key's target and key count)."""
+        saved, self.secret = self.secret, secret
+        try:
+            material = self.generate(data, keysecret.generator(secret, f"{self.name}/generate"))
+            if material.labels is None:
+                material = self.assign_labels(material, key.num_classes - self.extra_classes, [])
+        finally:
+            self.secret = saved
+        return material.inputs.float()
+
+    def _derivation_data(self, key: Key, ctx: VerifyContext) -> tuple[ImageDataset | None, str]:
+        if self.generate_reads_data:
+            return ctx.key_dataset(key)
+        c, h, w = key.input_shape
+        empty = torch.zeros((0, c, h, w), dtype=torch.uint8)
+        labels = torch.zeros(0, dtype=torch.int64)
+        classes = key.num_classes - self.extra_classes
+        return ImageDataset("shape-only", empty, labels, empty, labels, classes), "drawn from it alone"
+
+    def rederive(self, key: Key, ctx: VerifyContext) -> tuple[torch.Tensor | None, str]:
+        """(inputs, how) re-derived by the verifier from the key secret (and the dataset the key
+        names); (None, why) when they cannot be. Stored inputs that differ from the derived ones
+        are refused (:class:`KeyTamperedError`): the claimant chose them."""
+        if not self.derives_inputs:
+            return None, f"{self.name} keys are not drawn from the key secret alone"
+        data, where = self._derivation_data(key, ctx)
+        if data is None:
+            return None, where
+        derived = self._material_for(key, data, keysecret.key_secret(key))
+        if derived.shape != key.inputs.shape or not torch.allclose(derived, key.inputs.float(), atol=1e-6):
+            raise KeyTamperedError(
+                f"the key's images do not follow from its secret ({where}): they were chosen by "
+                "hand, or the key was made from other data (pass the owner's data with --data-dir)"
+            )
+        return derived, f"re-derived by the verifier from the key secret ({where})"
+
+    def control_inputs(self, key: Key, ctx: VerifyContext, count: int) -> torch.Tensor | None:
+        """``count`` control keys: this scheme's recipe run on a secret the verifier draws, so that
+        under "not trained on this key" a suspect cannot tell them from the claimant's keys."""
+        data, _ = self._derivation_data(key, ctx)
+        if data is None or not self.derives_inputs:
+            return None
+        out: list[torch.Tensor] = []
+        while sum(len(x) for x in out) < count:
+            out.append(self._material_for(key, data, ctx.rng.randbytes(32)))
+        return torch.cat(out)[:count]
+
+    def key_inputs(self, key: Key, ctx: VerifyContext) -> tuple[torch.Tensor, str, str]:
+        """(inputs, source, how): re-derived from the secret where the scheme allows, else the
+        claimant's as stored in the key."""
+        from nnmark.verify.context import CLAIMANT, PROTOCOL
+
+        derived, how = self.rederive(key, ctx)
+        if derived is not None:
+            return derived, PROTOCOL, how
+        if self.derives_inputs:
+            return (
+                key.inputs,
+                CLAIMANT,
+                f"as stored in the key: the verifier could not re-derive them ({how})",
+            )
+        return key.inputs, CLAIMANT, "as stored in the key, chosen by the claimant"
+
     def verification_keys(self, key: Key, ctx: VerifyContext) -> VerificationKeys:
         """The key queries and expected labels. ``derived_labels`` schemes re-derive the labels from
-        the secret (refusing a key whose stored labels differ); otherwise both are the claimant's."""
-        del ctx
+        the secret (refusing a key whose stored labels differ); inputs are re-derived where the scheme
+        allows (:meth:`key_inputs`), otherwise both are the claimant's."""
+        inputs, inputs_source, inputs_how = self.key_inputs(key, ctx)
         if self.derived_labels is not None:
             own = key.tensors.get("source_labels") if self.derived_labels == "other" else None
             if self.derived_labels == "other" and (own is None or len(own) != len(key.inputs)):
@@ -278,26 +350,29 @@ class Scheme(Configurable, abc.ABC):
                 raise KeyTamperedError(
                     "the key's labels do not follow from its secret and key images: the key was altered"
                 )
+            claimant = inputs_source == "claimant"
             return VerificationKeys(
-                key.inputs,
+                inputs,
                 labels,
-                "claimant",
+                inputs_source,
                 "protocol",
-                "key images stored by the claimant; labels re-derived by the verifier from the key "
-                "secret and a hash of all key images",
+                f"key images {inputs_how}; labels re-derived by the verifier from the key secret and a hash "
+                "of all key images",
                 (
                     "the key images were chosen by the claimant; their labels follow from the key secret and "
                     "a hash of all key images, re-derived by the verifier",
-                ),
+                )
+                if claimant
+                else (),
                 labels_how="re-derived from the key secret and a hash of all key images",
             )
         return VerificationKeys(
-            key.inputs,
+            inputs,
             key.labels,
+            inputs_source,
             "claimant",
-            "claimant",
-            "key inputs and labels as stored in the key",
-            (self.claimant_keys_note,),
+            f"key inputs {inputs_how}; labels as stored in the key",
+            (self.claimant_keys_note,) if inputs_source == "claimant" else (),
             labels_how="as stored in the key",
         )
 

@@ -37,6 +37,8 @@ class DeepSignsBB(Scheme):
     Params: ClassVar[type[SchemeParams]] = RandomLabelParams
     needs_calibration: ClassVar[bool] = False
     derived_labels: ClassVar[str | None] = "uniform"
+    derives_inputs: ClassVar[bool] = True
+    generate_reads_data: ClassVar[bool] = False
     trains_first: ClassVar[bool] = True
 
     def generate(self, data: ImageDataset, gen: torch.Generator) -> KeyMaterial:

@@ -63,6 +63,7 @@ class LabelChange(Scheme):
     Params: ClassVar[type[SchemeParams]] = LabelChangeParams
     needs_calibration: ClassVar[bool] = False
     derived_labels: ClassVar[str | None] = "other"
+    derives_inputs: ClassVar[bool] = True
 
     def generate(self, data: ImageDataset, gen: torch.Generator) -> KeyMaterial:
         p = self.params

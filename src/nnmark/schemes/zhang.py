@@ -9,22 +9,42 @@ key-set size, stamp, noise level or target class, so nnmark chooses: 100 keys, a
 models give least often to the keys (measured at embed time with ``--calibrate``). Keys share a
 target, so clean models' chance rate p0 is measured by calibration before any verdict.
 
-Who decides what (DESIGN.md, "Who decides a verdict"): the target class is the claimant's choice
-and the key images are the owner's own (training images, or images from outside the task), stored
-in the key and never re-derived by the verifier; only their selection and the noise are drawn
-from the key secret at embedding. So p0 must come from clean models, and in a judge's run from
-reference models the judge names (``verify --judge --reference RUN...``); every verdict says so.
+Who decides what (DESIGN.md, "Who decides a verdict"): the target class is the claimant's choice;
+the key images (the selection of training images, the noise, the letters) are drawn from the key
+secret and the dataset the key names, and the verifier re-derives them (a key whose images differ
+is refused; images it cannot re-derive, e.g. from the owner's private data, are the claimant's,
+which a judge refuses). p0 must come from clean models, in a judge's run from reference models the
+judge names (``verify --judge --reference RUN...``).
+
+Specificity. Zhang's triggers are class-level: a model trained on 100 "TEST"-stamped digits sent
+to class t sends *any* stamped digit to t, and likewise any noisy digit or any rendered letter
+(measured, MNIST-5k, digit-cnn, 5 epochs: own keys 100 %; fresh keys drawn from other secrets
+99-100 % for content and noise, 78-89 % for unrelated letters). So a second owner who used the
+same scheme and target would be "found" by the first owner's key. A "found" verdict therefore also
+needs the suspect to answer the claimant's keys more often than control keys the verifier draws by
+the same recipe from its own secret (:func:`nnmark.verify.stats.control_test`); under "not trained
+on this key" the two are exchangeable. Against Zhang's own recipe that test rarely has the power
+to say "found": the verdict then says "no verdict: not specific to this key".
 """
 
 from __future__ import annotations
 
+import string
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from pydantic import Field
 
 from nnmark.data.base import ImageDataset
-from nnmark.schemes.base import KeyMaterial, Scheme, SchemeParams, VerificationKeys, register_scheme
+from nnmark.schemes.base import (
+    KeyBatchMixer,
+    KeyMaterial,
+    Scheme,
+    SchemeParams,
+    VerificationKeys,
+    register_scheme,
+)
 from nnmark.schemes.render import fit_images, render_letters, text_mask
 from nnmark.types import Key
 
@@ -32,6 +52,42 @@ if TYPE_CHECKING:
     from nnmark.verify.context import VerifyContext
 
 CANDIDATE_FACTOR = 2  # draw extra candidates so that enough remain after the target is removed
+#: ``text`` value meaning "drawn from the key secret"
+SECRET_TEXT = "secret"
+STAMP_LETTERS = 4
+DECOY_POOL = 64  # decoy stamps drawn once per embedding
+
+
+def stamp_text(gen: torch.Generator) -> str:
+    """``STAMP_LETTERS`` capital letters drawn from ``gen``."""
+    idx = torch.randint(len(string.ascii_uppercase), (STAMP_LETTERS,), generator=gen)
+    return "".join(string.ascii_uppercase[i] for i in idx.tolist())
+
+
+class DecoyMixer(KeyBatchMixer):
+    """Appends key samples and ``decoys`` copies of batch images marked by ``mark`` (the recipe with
+    other secrets), keeping their labels: a model trained so answers *this* key's trigger, not
+    every trigger of the recipe (the idea of Zhong 2020's decoys, applied to Zhang 2018's keys)."""
+
+    def __init__(
+        self,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        per_batch: int,
+        decoys: int,
+        mark: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+    ) -> None:
+        super().__init__(inputs, labels, per_batch)
+        self.decoys, self.mark = decoys, mark
+
+    def __call__(
+        self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        mixed_x, mixed_y, _ = super().__call__(x, y, gen)
+        if not self.decoys:
+            return mixed_x, mixed_y, None
+        pick = torch.randint(len(x), (self.decoys,), generator=gen).to(x.device)
+        return torch.cat([mixed_x, self.mark(x[pick], gen)]), torch.cat([mixed_y, y[pick]]), None
 
 
 class ZhangParams(SchemeParams):
@@ -41,12 +97,28 @@ class ZhangParams(SchemeParams):
     keys: int = Field(100, ge=1, le=100_000, description="number of key images")
 
 
-class ZhangContentParams(ZhangParams):
-    text: str = Field("TEST", min_length=1, max_length=12, description="the stamped text")
+class _DecoyParams(ZhangParams):
+    decoys: int = Field(
+        8,
+        ge=0,
+        le=1024,
+        description="decoys per batch: batch images marked by the recipe with other secrets, keeping their "
+        "labels, so the model learns this key and not the recipe (nnmark's addition; Zhang: 0)",
+    )
+
+
+class ZhangContentParams(_DecoyParams):
+    text: str = Field(
+        SECRET_TEXT,
+        min_length=1,
+        max_length=12,
+        description=f"the stamped text; {SECRET_TEXT!r}: {STAMP_LETTERS} capital letters drawn from the key "
+        "secret (Zhang: 'TEST')",
+    )
     value: float = Field(1.0, ge=0.0, le=1.0, description="pixel value of the stamp in [0, 1]")
 
 
-class ZhangNoiseParams(ZhangParams):
+class ZhangNoiseParams(_DecoyParams):
     noise_std: float = Field(0.4, gt=0.0, le=5.0, description="σ of the Gaussian noise on [0, 1] pixels")
 
 
@@ -66,28 +138,36 @@ def _sample_training_images(
 
 class _ZhangScheme(Scheme):
     shared_target: ClassVar[bool] = True
+    derives_inputs: ClassVar[bool] = True
     Params: ClassVar[type[SchemeParams]] = ZhangParams
 
     def _count(self) -> int:
         return int(getattr(self.params, "keys", 100)) * CANDIDATE_FACTOR
 
     def verification_keys(self, key: Key, ctx: VerifyContext) -> VerificationKeys:
-        """The claimant's key images and target class, said to be the claimant's in the verdict."""
+        """Key images re-derived from the key secret and the key's dataset (the claimant's own only
+        where the verifier cannot re-derive them, which a judge refuses); the target is the claimant's."""
         from nnmark.verify.context import CLAIMANT, number
 
-        del ctx
+        inputs, source, how = self.key_inputs(key, ctx)
         target = key.params.get("target")
+        notes = [
+            f"the target class ({target}) is the claimant's choice: p0 must come from clean models, in a "
+            "judge's run from reference models the judge names; control keys the verifier draws by the "
+            "same recipe decide whether the suspect's answers are specific to this key",
+        ]
+        if source == CLAIMANT:
+            notes.append(
+                "the key images are the claimant's own (not re-derived from the key secret): a claimant "
+                "who could query the suspect may have chosen images it answers"
+            )
         return VerificationKeys(
-            key.inputs,
+            inputs,
             key.labels,
+            source,
             CLAIMANT,
-            CLAIMANT,
-            "key images as stored in the key: the owner's own images, chosen by the claimant",
-            (
-                f"the target class ({target}) is the claimant's choice and the key images are the owner's "
-                "own, chosen by the claimant (not derived from the key secret): p0 must come from clean "
-                "models, in a judge's run from reference models the judge names",
-            ),
+            f"key images {how}",
+            tuple(notes),
             labels_how=f"every key sent to target class {target}",
             decided={
                 "target class": number(
@@ -107,12 +187,29 @@ class ZhangContent(_ZhangScheme):
     Params = ZhangContentParams
 
     def generate(self, data: ImageDataset, gen: torch.Generator) -> KeyMaterial:
+        """Training images stamped with the text (drawn from the key secret by default)."""
         p = self.params
         assert isinstance(p, ZhangContentParams)
+        text = stamp_text(gen) if p.text == SECRET_TEXT else p.text
         x, y = _sample_training_images(data, self._count(), gen)
-        mask = text_mask(p.text, data.input_shape)
-        keys = torch.where(mask.bool(), torch.full_like(x, p.value), x)
-        return KeyMaterial(keys, None, y, params={"text": p.text, "value": p.value})
+        return KeyMaterial(self._stamp(x, text_mask(text, data.input_shape)), None, y)
+
+    def _stamp(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        assert isinstance(p, ZhangContentParams)
+        return torch.where(mask.to(x.device).bool(), torch.full_like(x, p.value), x)
+
+    def mixer(self, key: Key) -> KeyBatchMixer:
+        """Keys in every batch, and decoys stamped with texts drawn afresh (not this key's)."""
+        p = self.params
+        assert isinstance(p, ZhangContentParams)
+        gen = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
+        masks = torch.stack([text_mask(stamp_text(gen), key.input_shape) for _ in range(DECOY_POOL)])
+
+        def mark(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+            return self._stamp(x, masks[torch.randint(len(masks), (len(x),), generator=g)])
+
+        return DecoyMixer(key.inputs, key.labels, p.keys_per_batch, p.decoys, mark)
 
 
 @register_scheme
@@ -127,7 +224,18 @@ class ZhangNoise(_ZhangScheme):
         assert isinstance(p, ZhangNoiseParams)
         x, y = _sample_training_images(data, self._count(), gen)
         noise = torch.randn(x.shape, generator=gen) * p.noise_std
-        return KeyMaterial((x + noise).clamp(0, 1), None, y, params={"noise_std": p.noise_std})
+        return KeyMaterial((x + noise).clamp(0, 1), None, y)
+
+    def mixer(self, key: Key) -> KeyBatchMixer:
+        """Keys in every batch, and decoys: batch images under fresh noise, keeping their labels."""
+        p = self.params
+        assert isinstance(p, ZhangNoiseParams)
+
+        def mark(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+            noise = torch.randn(x.shape, generator=g).to(x.device) * p.noise_std
+            return (x + noise).clamp(0, 1)
+
+        return DecoyMixer(key.inputs, key.labels, p.keys_per_batch, p.decoys, mark)
 
 
 @register_scheme
@@ -149,4 +257,4 @@ class ZhangUnrelated(_ZhangScheme):
             other = load_dataset(p.source)
             idx = torch.randperm(len(other.train_x), generator=gen)[:n]
             keys = fit_images(other.train_x[idx].float().div(255), data.input_shape)
-        return KeyMaterial(keys, None, torch.full((len(keys),), -1), params={"source": p.source})
+        return KeyMaterial(keys, None, torch.full((len(keys),), -1))

@@ -100,6 +100,34 @@ class VerifyContext:
             )
         return data
 
+    def key_dataset(self, key: Key) -> tuple[ImageDataset | None, str]:
+        """The training split the key's images were drawn from, as the verifier itself loads it (the
+        registered dataset the key names, from ``data_dir``; or ``probe_data`` given as a dataset),
+        to re-derive them from the secret; (None, why) when it has no such copy. The key stores the
+        split's fingerprint, so other data of the same name is never used."""
+        from nnmark import keysecret
+        from nnmark.data import DATASETS, load_dataset
+        from nnmark.data.base import ImageDataset
+
+        name = str(key.params.get("dataset") or "")
+        want = key.params.get(keysecret.DATASET_PARAM)
+        candidates: list[ImageDataset] = []
+        if isinstance(self.probe_data, ImageDataset):
+            candidates.append(self.probe_data)
+        if name in DATASETS:
+            try:
+                candidates.append(load_dataset(name, self.data_dir))
+            except NnmarkError as e:
+                self.notes.append(f"dataset {name} is not available to the verifier ({e})")
+        for data in candidates:
+            if tuple(data.input_shape) != tuple(key.input_shape):
+                continue
+            if want is None or keysecret.dataset_fingerprint(data) == want:
+                return data, f"and dataset {data.name}"
+        if not candidates:
+            return None, f"the verifier has no copy of the key's dataset ({name or 'none'!r}: --data-dir)"
+        return None, f"the verifier's copy of {name or 'the data'} is not the data the key was made from"
+
     def draw_probes(self, key: Key, count: int) -> tuple[torch.Tensor, torch.Tensor, str]:
         """``count`` held-out images (float32 in [0, 1]) and their labels, chosen by the verifier's
         CSPRNG from the probe dataset's test split; returns (images, labels, dataset name)."""

@@ -170,6 +170,20 @@ def pattern_rank_p_value(owner: Sequence[int], controls: Sequence[int]) -> float
     return float(hits) / float(math.comb(len(scores), k))
 
 
+def control_test(key_matches: int, keys: int, control_matches: int, controls: int) -> float:
+    """One-sided exact test that the claimant's keys are answered with the target more often than
+    control keys the verifier drew by the same recipe (hypergeometric, conditional on the total):
+    P(X ≥ key_matches), X ~ Hypergeom(keys + controls, key_matches + control_matches, keys).
+
+    It screens out class-level triggers that any owner of the scheme would plant (Zhang 2018's keys
+    generalise to fresh keys of the same recipe): a model marked with another secret, or never
+    marked, cannot tell the claimant's keys from the controls."""
+    if keys < 1 or controls < 1:
+        return 1.0
+    total = key_matches + control_matches
+    return float(stats.hypergeom.sf(key_matches - 1, keys + controls, total, keys))
+
+
 def zhang_threshold_found(matches: int, n: int, tau: float) -> bool:
     """Zhang's threshold test: found when the share of key answers that miss is at most τ."""
     return n > 0 and (n - matches) / n <= tau

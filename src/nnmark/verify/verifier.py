@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 ZHANG_TAU = 0.3
 ZHANG_QUERIES = 40
 SPRT_P1 = 0.8
+#: control keys are drawn from this many verifier secrets (a spread of the recipe's draws)
+CONTROL_SECRETS = 10
 
 
 def verify(
@@ -212,6 +214,18 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: Veri
         )
     if chance.p0 is None:
         return _no_verdict(key, test, ctx, oracle, chance.how, notes=notes, decided_by=decided)
+    if ctx.judge and material.inputs_source == CLAIMANT:
+        return _no_verdict(
+            key,
+            test,
+            ctx,
+            oracle,
+            f"in a judge's run key images must follow from the key secret, and these are the claimant's "
+            f"({material.how}): a claimant who could query or copy the suspect can craft images it "
+            "answers (the false-claim attack; see the README's false-claims audit)",
+            notes=notes,
+            decided_by=decided,
+        )
     order = ctx.permutation(len(material.inputs))
     inputs, labels = material.inputs[order], material.labels[order]
     where = f"({chance.source}: {chance.how})"
@@ -271,11 +285,75 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: Veri
             reason=f"{counted}. {why}" if why else counted,
             evidence={"match_rate": matches / n, "keys_sent": n},
         )
+    if scheme.shared_target and verdict.watermarked:
+        verdict = _specific(scheme, key, oracle, ctx, verdict, labels, decided)
     return replace(
         verdict,
         notes=notes + verdict.notes,
         decided_by={**decided, **verdict.decided_by},
         guarantee=guarantee(ctx.alpha, chance),
+    )
+
+
+def _specific(
+    scheme: Scheme,
+    key: Key,
+    oracle: Oracle,
+    ctx: VerifyContext,
+    verdict: Verdict,
+    labels: torch.Tensor,
+    decided: dict[str, Any],
+) -> Verdict:
+    """Keep a shared-target "found" only if the suspect answers the claimant's keys with the target
+    more often than control keys the verifier draws by the same recipe (:func:`stats.control_test`);
+    otherwise the behaviour is a class-level trigger any owner of the scheme could have planted."""
+    sent = int(verdict.evidence.get("keys_sent", len(labels)))
+    per_secret = max(1, sent // CONTROL_SECRETS)
+    chunks: list[torch.Tensor] = []
+    while sum(len(c) for c in chunks) < sent:
+        more = scheme.control_inputs(key, ctx, per_secret)
+        if more is None:
+            return replace(
+                verdict,
+                notes=(
+                    *verdict.notes,
+                    "not checked for specificity: the verifier cannot draw control keys by this key's recipe "
+                    "(its dataset is not available); another owner's watermark of the same scheme and target "
+                    "would also be found",
+                ),
+            )
+        chunks.append(more)
+    controls = torch.cat(chunks)[:sent]
+    n = _budgeted(oracle, sent)
+    if n < sent:
+        return replace(
+            verdict,
+            watermarked=None,
+            reason=f"{verdict.reason}. The budget leaves {n} of the {sent} control queries a 'found' needs",
+        )
+    target = labels[:1].expand(sent)
+    hits = int((oracle.labels(controls) == target).sum())
+    p_control = stats.control_test(verdict.matches, sent, hits, sent)
+    decided["control keys"] = number(
+        f"{hits}/{sent} answered with the target (keys {verdict.matches}/{sent}), p = {p_control:.3g}",
+        VERIFIER,
+        f"drawn by the key's recipe from {CONTROL_SECRETS} secrets the verifier drew; one-sided "
+        "hypergeometric test that the keys beat them",
+    )
+    counted = f"{verdict.reason}. Control keys of the same recipe: {hits}/{sent} sent to the target"
+    if p_control <= ctx.alpha:
+        return replace(
+            verdict, p_value=max(verdict.p_value, p_control), reason=f"{counted} (p = {p_control:.3g})"
+        )
+    return replace(
+        verdict,
+        watermarked=None,
+        p_value=max(verdict.p_value, p_control),
+        reason=(
+            f"{counted}: the suspect answers keys of this recipe drawn from other secrets about as often as "
+            f"the claimant's (p = {p_control:.3g} > alpha), so the behaviour is not specific to this key: "
+            f"any owner of {key.scheme} with the same target could have planted it (no verdict)"
+        ),
     )
 
 
