@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import nnmark
 from nnmark.data import load_dataset
+from nnmark.data.base import ImageDataset
 from nnmark.keyfile import save_key
 
 
@@ -98,11 +99,15 @@ def main(argv: list[str] | None = None) -> int:
         f"({theirs.matches}/{theirs.queries})"
     )
     # 5. In a dispute a judge names the clean reference models (at least 3) and uses nothing of yours
-    #    but the key; here your reference models stand in for the judge's.
+    #    but the key; here your reference models stand in for the judge's. The judge re-derives the
+    #    key images from the key secret and your training data, which you hand over (the key holds
+    #    its fingerprint, so no other data is taken for it).
+    yours = ImageDataset("own", data.train_x[:n], y, data.test_x[:0], data.test_y[:0], 10)
     judged = nnmark.verify(
         key,
         nnmark.TorchOracle(model),
         references=[(r, f"reference {i + 1}") for i, r in enumerate(references)],
+        probe_data=yours,
     )
     print(
         f"judge's run: found={judged.watermarked} p={judged.p_value:.2g}, "

@@ -36,5 +36,10 @@ def test_mix_keys_appends_key_samples(small_mnist):
     x = small_mnist.train_x[:8].float() / 255
     y = small_mnist.train_y[:8]
     ((bx, by),) = list(nnmark.mix_keys([(x, y)], key, per_batch=3))
-    assert bx.shape == (11, 1, 28, 28) and torch.equal(by[8:], torch.full((3,), 4))
+    # the batch, 3 key samples, and 8 decoys: batch images under fresh noise with their own labels
+    assert bx.shape == (19, 1, 28, 28) and torch.equal(by[8:11], torch.full((3,), 4))
     assert all(any(torch.equal(bx[i], k) for k in key.inputs) for i in range(8, 11))
+    decoys, labels = bx[11:], by[11:]
+    sources = [next(j for j in range(8) if by[j] == labels[i]) for i in range(8)]
+    assert all((decoys[i] - x[sources[i]]).abs().mean() > 0.05 for i in range(8))  # marked, not copied
+    assert not any(torch.equal(d, k) for d in decoys for k in key.inputs)

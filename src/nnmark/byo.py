@@ -20,6 +20,7 @@ from nnmark.data.base import ImageDataset
 from nnmark.errors import NnmarkError
 from nnmark.identity import OwnerKey
 from nnmark.schemes import SCHEMES
+from nnmark.schemes.base import KeyBatchMixer
 from nnmark.types import Key
 from nnmark.verify.stats import MIN_REFERENCES
 
@@ -104,11 +105,19 @@ def calibrate(key: Key, clean_models: Sequence[torch.nn.Module]) -> Key:
 def mix_keys(
     loader: Iterable[Sequence[torch.Tensor]], key: Key, per_batch: int = 2, seed: int = 0
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Wrap the owner's loader: every (x, y) batch comes back with ``per_batch`` key samples appended.
+    """Wrap the owner's loader: every (x, y) batch comes back with ``per_batch`` key samples appended,
+    then the decoys the scheme's own embedding appends (zhang-content / zhang-noise: batch images
+    marked by the recipe with other secrets, keeping their labels, so that the watermark is specific
+    to this key; see :mod:`nnmark.schemes.zhang`).
 
     Batches must hold float images in [0, 1] shaped like the keys (apply your normalisation inside
     the model, or after this wrapper).
     """
+    cls = SCHEMES.get(key.scheme)
+    mixer = cls(**{k: v for k, v in key.params.items() if k in cls.Params.model_fields}).mixer(key)
+    if not isinstance(mixer, KeyBatchMixer):  # schemes with their own loss weights: keys only
+        mixer = KeyBatchMixer(key.inputs, key.labels, per_batch)
+    mixer.per_batch = per_batch
     gen = torch.Generator().manual_seed(seed)
     for batch in loader:
         x, y = batch[0], batch[1]
@@ -116,8 +125,5 @@ def mix_keys(
             raise NnmarkError(
                 f"batch images are {tuple(x.shape[1:])}, keys are {tuple(key.inputs.shape[1:])}"
             )
-        idx = torch.randint(len(key.inputs), (per_batch,), generator=gen)
-        yield (
-            torch.cat([x, key.inputs[idx].to(x.device, x.dtype)]),
-            torch.cat([y, key.labels[idx].to(y.device, y.dtype)]),
-        )
+        mixed_x, mixed_y, _ = mixer(x, y, gen)
+        yield mixed_x.to(x.dtype), mixed_y.to(y.dtype)
