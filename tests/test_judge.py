@@ -360,12 +360,13 @@ def test_a_class_level_trigger_is_not_taken_for_the_owners_watermark(monkeypatch
     the verifier stamps with texts of its own: the behaviour is not specific to Alice's key, so no
     verdict, while Alice's own model beats the controls and is found."""
     key = fresh_key_folder(world, tmp_path, "calibrated")
-    code, doc, _ = verify_json(monkeypatch, capsys, key, world[f"always{TARGET}"])
-    assert doc["watermarked"] is None and code == 2, doc["reason"]
-    assert "not specific to this key" in doc["reason"]
-    hits = doc["decided_by"]["control keys"]["value"]
-    assert hits.startswith(f"{KEYS}/{KEYS} answered with the target"), hits
-    code, doc, _ = verify_json(monkeypatch, capsys, key, world["wm"])
-    assert doc["watermarked"] is True and code == 0, doc["reason"]
-    control_hits = int(doc["decided_by"]["control keys"]["value"].split("/")[0])
-    assert control_hits <= KEYS // 3
+    for test in ("binomial", "threshold", "sprt"):
+        code, doc, _ = verify_json(monkeypatch, capsys, key, world[f"always{TARGET}"], "--test", test)
+        assert doc["watermarked"] is None and code == 2, (test, doc["reason"])
+        assert "not specific to this key" in doc["reason"]
+        hits, sent = doc["decided_by"]["control keys"]["value"].split(" ")[0].split("/")
+        assert hits == sent, doc["decided_by"]["control keys"]  # every control went to the target
+        code, doc, _ = verify_json(monkeypatch, capsys, key, world["wm"], "--test", test)
+        assert doc["watermarked"] is True and code == 0, (test, doc["reason"])
+        hits, sent = doc["decided_by"]["control keys"]["value"].split(" ")[0].split("/")
+        assert int(hits) <= int(sent) // 3, doc["decided_by"]["control keys"]

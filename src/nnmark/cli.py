@@ -331,7 +331,24 @@ def verify_cmd(
     alpha: Annotated[float, typer.Option(help="false-accusation probability allowed")] = 1e-6,
     budget: Annotated[int | None, typer.Option(help="most single inputs to send")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
-    report: Annotated[Path | None, typer.Option(help="also write an HTML evidence report")] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="also write the evidence report: FILE.html (one self-contained page) or FILE.json"),
+    ] = None,
+    cover_ratio: Annotated[
+        float,
+        typer.Option(
+            help="cover queries per key query, hidden among them in random order and batch sizes "
+            "(0: none)"
+        ),
+    ] = 0.0,
+    cover_data: Annotated[
+        str | None, typer.Option(help="dataset of the cover queries (default: the key's dataset)")
+    ] = None,
+    spend_log: Annotated[
+        bool,
+        typer.Option(help="record the key inputs sent in KEY.spent.jsonl and send unspent ones first"),
+    ] = True,
     seed: Annotated[
         int,
         typer.Option(
@@ -352,6 +369,8 @@ def verify_cmd(
     from nnmark.calibration import load_clean_models
     from nnmark.identity import load_public
     from nnmark.keyfile import load_key, verify_context
+    from nnmark.verify.queries import VerifierOracle, cover_images
+    from nnmark.verify.spend import balance, low_balance_warning, record_spent, spent_indices
     from nnmark.verify.verifier import check_owner, verify
 
     del seed  # nothing a verifier draws may be predictable
@@ -368,12 +387,30 @@ def verify_cmd(
         data_dir=data_dir,
     )
     ctx.notes[:0] = owner_notes
-    oracle = _oracle(model, onnx, url, protocol, None, device, input_type.value)
+    suspect = _oracle(model, onnx, url, protocol, None, device, input_type.value)
+    oracle = VerifierOracle(
+        suspect,
+        cover_images(str(k.params.get("dataset") or ""), cover_data, data_dir, k.input_shape)
+        if cover_ratio > 0
+        else None,
+        cover_ratio,
+        ctx.rng,
+    )
+    if spend_log:
+        ctx.spent = spent_indices(key, k)
     verdict = verify(k, oracle, alpha=alpha, budget=budget, test=test.value if test else None, context=ctx)
+    if spend_log and ctx.sent_keys:
+        try:
+            record_spent(key, k, str(model or onnx or url), ctx.sent_keys)
+            warning = low_balance_warning(balance(key, k), len(ctx.sent_keys))
+        except OSError as e:
+            warning = f"the spent-key log beside {key} could not be written ({e})"
+        if warning:
+            err.print(f"nnmark: warning: {warning}", markup=False)
     if report is not None:
-        from nnmark.verify.report import write_report
+        from nnmark.verify.report import describe_suspect, write_report
 
-        write_report(report, k, verdict)
+        write_report(report, k, verdict, describe_suspect(model, onnx, url, suspect), oracle.log)
     if as_json:
         sys.stdout.write(json.dumps(verdict.to_json(), allow_nan=True, default=str) + "\n")
     else:
@@ -547,6 +584,7 @@ def key_info(
     from nnmark.identity import public_key_sha256
     from nnmark.keyfile import load_key, secret_summary
     from nnmark.schemes import SCHEMES
+    from nnmark.verify.spend import balance
 
     k = load_key(key)
     secret = secret_summary(k)
@@ -570,6 +608,7 @@ def key_info(
         "secret_guessable": secret["guessable"],
         "secret_check": secret["check"],
         "params": {p: v for p, v in k.params.items() if p not in hidden},
+        "spent": str(balance(key, k)),
     }
     if as_json:
         sys.stdout.write(json.dumps(info) + "\n")

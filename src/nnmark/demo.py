@@ -119,7 +119,7 @@ def run_demo(
         table.add_row(
             r.model,
             f"{r.test_accuracy:.1%}",
-            f"{v.matches}/{v.queries}",
+            f"{v.matches}/{v.evidence.get('keys_sent', v.queries)}",
             "—" if v.p0 is None else f"{v.p0:.3f}",
             p0_source(v) or "—",
             f"{v.p_value:.2g}",

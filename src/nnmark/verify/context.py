@@ -64,6 +64,10 @@ class VerifyContext:
     rng: secrets.SystemRandom = field(default_factory=secrets.SystemRandom)
     #: notes collected while verifying (e.g. an ignored unsigned calibration.json)
     notes: list[str] = field(default_factory=list)
+    #: key inputs already sent to some suspect (:mod:`nnmark.verify.spend`): sent last
+    spent: frozenset[int] = frozenset()
+    #: indices of the key inputs this verification sent (filled by the verifier)
+    sent_keys: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # reference models the verifier names make it a judge's run (``--reference`` implies ``--judge``)
@@ -138,10 +142,13 @@ class VerifyContext:
         idx = torch.tensor(self.rng.sample(range(n), min(count, n)), dtype=torch.int64)
         return data.test_x[idx].float().div(255), data.test_y[idx].long().clone(), data.name
 
-    def permutation(self, n: int) -> torch.Tensor:
-        """A uniformly random order of ``n`` queries (the verifier's CSPRNG)."""
+    def permutation(self, n: int, spendable: bool = False) -> torch.Tensor:
+        """A uniformly random order of ``n`` queries (the verifier's CSPRNG); for key inputs that can
+        be spent (``spendable``), the unspent ones first, each group in random order."""
         order = list(range(n))
         self.rng.shuffle(order)
+        if spendable and self.spent:
+            order = [i for i in order if i not in self.spent] + [i for i in order if i in self.spent]
         return torch.tensor(order, dtype=torch.int64)
 
     def seed(self) -> int:

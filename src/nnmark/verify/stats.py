@@ -184,6 +184,16 @@ def control_test(key_matches: int, keys: int, control_matches: int, controls: in
     return float(stats.hypergeom.sf(key_matches - 1, keys + controls, total, keys))
 
 
+def controls_needed(keys: int, alpha: float) -> int:
+    """Control keys to send beside ``keys`` keys: at least as many, and enough that keys all matching
+    against controls all missing reach p <= alpha / 100 (a margin for a few control hits; an SPRT
+    that stopped after a dozen keys needs more controls than keys)."""
+    controls = max(1, keys)
+    while math.comb(keys + controls, keys) * alpha < 100 and controls < 50 * keys + 100:
+        controls += max(1, keys // 2)
+    return controls
+
+
 def zhang_threshold_found(matches: int, n: int, tau: float) -> bool:
     """Zhang's threshold test: found when the share of key answers that miss is at most τ."""
     return n > 0 and (n - matches) / n <= tau

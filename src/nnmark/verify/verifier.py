@@ -226,7 +226,7 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: Veri
             notes=notes,
             decided_by=decided,
         )
-    order = ctx.permutation(len(material.inputs))
+    order = ctx.permutation(len(material.inputs), spendable=True)
     inputs, labels = material.inputs[order], material.labels[order]
     where = f"({chance.source}: {chance.how})"
     if test == "sprt":
@@ -245,7 +245,8 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: Veri
         n = _budgeted(oracle, n)
         if n == 0:
             raise NnmarkError("the query budget allows no query; raise --budget")
-        matches = int((oracle.labels(inputs[:n]) == labels[:n]).sum())
+        hit = oracle.labels(inputs[:n]) == labels[:n]
+        matches = int(hit.sum())
         decision = stats.decide_binomial(matches, n, chance.p0, ctx.alpha)
         counted = (
             f"{matches}/{n} key answers match; a model never trained on the keys matches each with "
@@ -283,8 +284,10 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: Veri
             threshold=decision.threshold,
             p0=chance.p0,
             reason=f"{counted}. {why}" if why else counted,
-            evidence={"match_rate": matches / n, "keys_sent": n},
+            evidence={"match_rate": matches / n, "keys_sent": n, "match_sequence": hit.int().tolist()},
         )
+    sent = len(verdict.evidence.get("match_sequence") or [])
+    ctx.sent_keys = order[:sent].tolist()
     if scheme.shared_target and verdict.watermarked:
         verdict = _specific(scheme, key, oracle, ctx, verdict, labels, decided)
     return replace(
@@ -307,10 +310,12 @@ def _specific(
     """Keep a shared-target "found" only if the suspect answers the claimant's keys with the target
     more often than control keys the verifier draws by the same recipe (:func:`stats.control_test`);
     otherwise the behaviour is a class-level trigger any owner of the scheme could have planted."""
-    sent = int(verdict.evidence.get("keys_sent", len(labels)))
-    per_secret = max(1, sent // CONTROL_SECRETS)
+    evidence = verdict.evidence
+    sent = int(evidence.get("keys_sent") or evidence.get("sprt_stopped_at") or len(labels))
+    wanted = stats.controls_needed(sent, ctx.alpha)
+    per_secret = max(1, wanted // CONTROL_SECRETS)
     chunks: list[torch.Tensor] = []
-    while sum(len(c) for c in chunks) < sent:
+    while sum(len(c) for c in chunks) < wanted:
         more = scheme.control_inputs(key, ctx, per_secret)
         if more is None:
             return replace(
@@ -323,24 +328,24 @@ def _specific(
                 ),
             )
         chunks.append(more)
-    controls = torch.cat(chunks)[:sent]
-    n = _budgeted(oracle, sent)
-    if n < sent:
+    controls = torch.cat(chunks)[:wanted]
+    n = _budgeted(oracle, wanted)
+    if n < wanted:
         return replace(
             verdict,
             watermarked=None,
-            reason=f"{verdict.reason}. The budget leaves {n} of the {sent} control queries a 'found' needs",
+            reason=f"{verdict.reason}. The budget leaves {n} of the {wanted} control queries a 'found' needs",
         )
-    target = labels[:1].expand(sent)
+    target = labels[:1].expand(wanted)
     hits = int((oracle.labels(controls) == target).sum())
-    p_control = stats.control_test(verdict.matches, sent, hits, sent)
+    p_control = stats.control_test(verdict.matches, sent, hits, wanted)
     decided["control keys"] = number(
-        f"{hits}/{sent} answered with the target (keys {verdict.matches}/{sent}), p = {p_control:.3g}",
+        f"{hits}/{wanted} answered with the target (keys {verdict.matches}/{sent}), p = {p_control:.3g}",
         VERIFIER,
         f"drawn by the key's recipe from {CONTROL_SECRETS} secrets the verifier drew; one-sided "
         "hypergeometric test that the keys beat them",
     )
-    counted = f"{verdict.reason}. Control keys of the same recipe: {hits}/{sent} sent to the target"
+    counted = f"{verdict.reason}. Control keys of the same recipe: {hits}/{wanted} sent to the target"
     if p_control <= ctx.alpha:
         return replace(
             verdict, p_value=max(verdict.p_value, p_control), reason=f"{counted} (p = {p_control:.3g})"
@@ -405,7 +410,7 @@ def _sprt(
             threshold=0,
             p0=p0,
             reason=reason,
-            evidence={**evidence, "fallback": False},
+            evidence={**evidence, "fallback": False, "match_sequence": [int(a) for a in answers]},
         )
     rest = _budgeted(oracle, len(inputs) - len(answers))
     if rest:
@@ -432,7 +437,7 @@ def _sprt(
         threshold=fixed.threshold,
         p0=p0,
         reason=reason,
-        evidence={**evidence, "fallback": True, "keys_sent": n},
+        evidence={**evidence, "fallback": True, "keys_sent": n, "match_sequence": [int(a) for a in answers]},
     )
 
 
