@@ -353,32 +353,35 @@ def test_threshold_test_needs_calibration_and_reports_a_real_p_value(small_mnist
 
 def test_a_40_percent_watermark_under_sprt_is_never_not_found(small_mnist):
     """Issue 8: at p0 = 0.067 SPRT's drift is zero near 0.38, so a 40 % watermark was "not found" 67 %
-    of the time. Now a lower crossing only sends the remaining keys to the fixed binomial test."""
+    of the time. Now SPRT's lower crossing decides nothing; an early "not found" needs a sequential
+    test that rejects a 40 % watermark at 1 % (Ville), so it may happen in at most ~1 % of runs."""
     key = zhang_key(small_mnist, calibration=QUIET)
     outcomes = []
     for run in range(60):
         suspect = TorchOracle(answering(key, 0.4, seed=run))
         v = verify(key, suspect, test="sprt")
         outcomes.append(v.watermarked)
-        assert v.watermarked is not False, v.reason
         assert v.p0 == pytest.approx(0.067, abs=1e-3)
-    assert outcomes.count(True) == 60  # 40/100 matches at p0 0.067: p ~ 1e-14, found
+    assert outcomes.count(False) <= 4 and outcomes.count(True) >= 56, outcomes  # was 67 % "not found"
     fixed = verify(key, TorchOracle(answering(key, 0.4)), test="binomial")
     assert fixed.watermarked is True and fixed.matches == 40
 
 
 def test_sprt_crossing_low_or_running_out_falls_back_to_the_binomial_test(small_mnist):
     key = zhang_key(small_mnist, calibration=QUIET)
-    # a suspect that never matches crosses the lower boundary early; every key is then sent
+    # a suspect that never matches: the sequential test against a 40 % watermark rejects it early
+    # (log(100) / log(0.933 / 0.6) = 10.4: after 11 misses), a "not found" with power, few queries
     low = verify(key, TorchOracle(Lookup(default=0)), test="sprt")
-    assert low.evidence["fallback"] and low.evidence["sprt_stopped_at"] < 10 and low.queries == 100
-    assert low.watermarked is False and "lower boundary" in low.reason
-    assert low.decided_by["threshold"]["value"] == stats.binomial_threshold(100, low.p0 or 1.0, 5e-7)
-    # the fallback runs at alpha/2: its p-value is reported doubled, so "found" holds iff p <= alpha
+    assert low.watermarked is False and not low.evidence["fallback"] and low.queries == 11, low.reason
+    assert "rejects that watermark at 0.01" in low.reason
+    # half the keys at 20 %: neither test crosses, every key is sent and the fixed binomial test (at
+    # alpha/2: its p-value reported doubled, so "found" holds iff p <= alpha) decides
     mid = verify(key, TorchOracle(answering(key, 0.2)), test="sprt")
-    assert mid.evidence["fallback"] and mid.matches == 20
-    assert mid.p_value == pytest.approx(2 * stats.binomial_p_value(20, 100, mid.p0 or 1.0))
     assert mid.watermarked is False  # 20 % of the keys: a watermark at 40 % key accuracy is ruled out
+    if mid.evidence["fallback"]:
+        assert mid.matches == 20 and mid.queries == 100
+        assert mid.p_value == pytest.approx(2 * stats.binomial_p_value(20, 100, mid.p0 or 1.0))
+        assert mid.decided_by["threshold"]["value"] == stats.binomial_threshold(100, mid.p0 or 1.0, 5e-7)
     # five keys, all matched: SPRT needs six matches at alpha/2, runs out, and the binomial test on
     # five keys has no power at 1e-6: no verdict, not "not found"
     few = zhang_key(small_mnist, keys=5, calibration=Calibration((0.0, 0.0, 0.0), 100, 0.0, "quiet"))

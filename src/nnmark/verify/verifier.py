@@ -371,12 +371,17 @@ def _sprt(
     p0: float,
     where: str = "",
 ) -> Verdict:
-    """Wald's SPRT for an early "found"; a lower crossing or running out of keys never says "not found"
-    by itself: the remaining keys are sent and the fixed binomial test decides on every key sent.
-    Each part runs at alpha/2, so the whole keeps the false-accusation rate at alpha; the p-value
-    reported is Bonferroni-adjusted (twice the part's), so "found" holds exactly when p <= alpha."""
+    """Wald's SPRT for an early "found", and a second sequential test for an early "not found": the
+    likelihood ratio of p0 against the weakest watermark "not found" must rule out
+    (:func:`stats.weak_rate`) crossing 1/POWER_BETA rejects that watermark at POWER_BETA by Ville's
+    inequality, exactly what "not found" means for the fixed test. Neither crossing: the remaining
+    keys are sent and the fixed binomial test decides on every key sent. The "found" parts run at
+    alpha/2 each, so the whole keeps the false-accusation rate at alpha; the p-value reported is
+    Bonferroni-adjusted (twice the part's), so "found" holds exactly when p <= alpha."""
     half = ctx.alpha / 2
     test = stats.Sprt(p0=p0, p1=max(SPRT_P1, p0 + 0.05), alpha=half)
+    weak = stats.weak_rate(p0)
+    weak_llr, weak_bound = 0.0, math.log(1 / stats.POWER_BETA)
     answers: list[bool] = []
     decision: bool | None = None
     for i in range(len(inputs)):
@@ -384,9 +389,40 @@ def _sprt(
             break
         answer = oracle.labels(inputs[i : i + 1])
         answers.append(bool(answer[0] == labels[i]))
-        decision = test.update(answers[-1])
-        if decision is not None:
+        decision = test.update(answers[-1]) or None  # its own lower crossing decides nothing
+        if decision:
             break
+        if weak < 1:
+            weak_llr += math.log(p0 / weak) if answers[-1] else math.log((1 - p0) / (1 - weak))
+            if weak_llr >= weak_bound:
+                decision = False
+                break
+    if decision is False:
+        p_value = stats.binomial_p_value(test.matches, test.n, p0)
+        return Verdict(
+            key.scheme,
+            "sprt",
+            False,
+            min(1.0, 2 * p_value),
+            ctx.alpha,
+            oracle.queries,
+            test.matches,
+            threshold=0,
+            p0=p0,
+            reason=(
+                f"{test.matches}/{test.n} key answers match: the sequential test of p0 {p0:.3f} against a "
+                f"watermark at key accuracy {weak:.2f} rejects that watermark at {stats.POWER_BETA} (Ville's "
+                f"inequality) {where}"
+            ).rstrip(),
+            evidence={
+                "sprt_stopped_at": test.n,
+                "p1": test.p1,
+                "weak_rate": weak,
+                "weak_log_likelihood_ratio": weak_llr,
+                "fallback": False,
+                "match_sequence": [int(a) for a in answers],
+            },
+        )
     evidence: dict[str, Any] = {
         "log_likelihood_ratio": test.llr,
         "boundary": test.upper,
@@ -419,7 +455,7 @@ def _sprt(
         answers.extend(bool(a) for a in (more == labels[start : start + rest]).tolist())
     n, matches = len(answers), sum(answers)
     fixed = stats.decide_binomial(matches, n, p0, half)
-    why = "crossed its lower boundary" if decision is False else "ran out of keys or budget"
+    why = "ran out of keys or budget"
     reason = (
         f"Wald SPRT {why} after {test.n} queries, which decides nothing by itself; the fixed binomial test "
         f"on all {n} keys sent (at alpha/2): {matches} matches, p0 {p0:.3f} {where}".rstrip()
