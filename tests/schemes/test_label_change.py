@@ -67,7 +67,7 @@ def test_p0_is_one_over_c_minus_one(small_mnist: ImageDataset, tmp_path: Path) -
     assert exact is not None and exact[0] == pytest.approx(1 / 9) and "other than" in exact[1]
     assert r.metrics["watermark_accuracy"] >= 0.9
     # a judge's run: p0 is the protocol's, nothing of the claimant's but the key decides
-    v = verify(key, TorchOracle(load_model(tmp_path / "wm")), judge=True)
+    v = verify(key, TorchOracle(load_model(tmp_path / "wm")), judge=True, probe_data=small_mnist)
     assert v.watermarked is True and v.p0 == pytest.approx(1 / 9) and v.p_value <= 1e-6
     assert v.decided_by["p0"]["source"] == "protocol" and v.decided_by["key labels"]["source"] == "protocol"
     assert v.guarantee.endswith("alpha = 1e-06")  # p0 is exact: no calibration error to add

@@ -61,7 +61,6 @@ def attack_run(
     from nnmark.keyfile import load_key, save_key, verify_context
     from nnmark.oracle import TorchOracle
     from nnmark.training import evaluate
-    from nnmark.verify.verifier import verify
     from nnmark.workflow import load_model
 
     if name in QUERY_ATTACKS and name not in ATTACKS:
@@ -103,7 +102,22 @@ def attack_run(
     # owner mode: each key's owner checks the attacked model (p0 from the key's own calibration, or
     # calibration.json signed by the key's owner; an unsigned one is ignored with a note)
     verdicts = [
-        (p, k, verify(k, TorchOracle(attacked), context=verify_context(p, k, data_dir=data_dir)))
-        for p, k in given
+        (p, k, _verdict(k, TorchOracle(attacked), verify_context(p, k, data_dir=data_dir))) for p, k in given
     ]
     return AttackResult(out, attacked, metrics, victim_accuracy, claim, verdicts)
+
+
+def _verdict(key: Key, oracle: Any, context: Any) -> Verdict:
+    """The key's verdict on the attacked model; a key the verifier refuses (e.g. a forger's key whose
+    images do not follow from its secret) is reported as refused, not as a failed attack."""
+    import math
+
+    from nnmark.errors import KeyTamperedError
+    from nnmark.verify.verifier import verify
+
+    try:
+        return verify(key, oracle, context=context)
+    except KeyTamperedError as e:
+        return Verdict(
+            key.scheme, "refused", None, math.nan, context.alpha, 0, 0, 0, reason=f"key refused: {e}"
+        )
