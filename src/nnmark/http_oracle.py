@@ -304,7 +304,8 @@ class HttpOracle(Oracle):
         if t.ndim == 2 and t.shape[1] == 1 and kind == "labels":
             t = t.reshape(-1)
         if kind == "labels" and t.ndim == 2 and t.shape[0] == n and t.shape[1] > 1:
-            t = t.argmax(1)  # labels were asked for: the top class of each row
+            # labels were asked for: the top class of each row, as wide as the rows were
+            return self._one_hot(t.argmax(1).astype(np.float64), n, t.shape[1])
         if t.ndim == 1:
             return self._one_hot(t, n)
         t = t.reshape(t.shape[0], -1) if t.ndim > 2 else t
@@ -316,13 +317,13 @@ class HttpOracle(Oracle):
             raise self._malformed("scores hold NaN or infinite values")
         return torch.from_numpy(np.ascontiguousarray(t, dtype=np.float32))
 
-    def _one_hot(self, t: np.ndarray, n: int) -> torch.Tensor:
+    def _one_hot(self, t: np.ndarray, n: int, classes: int = 0) -> torch.Tensor:
         if len(t) != n:
             raise self._malformed(f"{len(t)} answers for {n} inputs")
         if not np.isfinite(t).all() or not np.array_equal(t, np.rint(t)) or (len(t) and t.min() < 0):
             raise self._malformed("labels are not class indices")
         idx = torch.from_numpy(t.astype(np.int64))
-        width = max(self.num_classes or 0, int(idx.max().item()) + 1 if len(idx) else 1)
+        width = max(classes, self.num_classes or 0, int(idx.max().item()) + 1 if len(idx) else 1)
         return torch.nn.functional.one_hot(idx, width).to(torch.float32)
 
     # -- HTTP ---------------------------------------------------------------------------------
@@ -419,7 +420,11 @@ class HttpOracle(Oracle):
         if r.status_code >= 300:
             if required:
                 raise self._status_error(r, self.meta_url)
-            log.info("%s answered HTTP %d; no metadata, using the protocol's defaults", self.meta_url, r.status_code)
+            log.info(
+                "%s answered HTTP %d; no metadata, using the protocol's defaults",
+                self.meta_url,
+                r.status_code,
+            )
             return {}, ModelInfo()
         try:
             meta = r.json()

@@ -106,7 +106,9 @@ def build_defense(
     return defense
 
 
-def training_images(run_dir: Path, spec: ModelSpec, defense: str, data_dir: str | Path | None) -> torch.Tensor:
+def training_images(
+    run_dir: Path, spec: ModelSpec, defense: str, data_dir: str | Path | None
+) -> torch.Tensor:
     """The run's training images (what ordinary queries look like), which a defense fits on."""
     from nnmark.data import load_dataset
 

@@ -27,7 +27,9 @@ class BodySizeLimit:
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length", b"").decode("latin-1")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send, f"request of {declared} bytes; at most {self.max_bytes} (send fewer inputs)")
+            await self._refuse(
+                send, f"request of {declared} bytes; at most {self.max_bytes} (send fewer inputs)"
+            )
             return
         chunks: list[bytes] = []
         size = 0
@@ -53,7 +55,10 @@ class BodySizeLimit:
             {
                 "type": "http.response.start",
                 "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": body})

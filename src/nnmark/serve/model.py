@@ -132,6 +132,8 @@ def encodings(input_layout: str | None, input_scale: str, input_dtype: str) -> d
     for name in wire.names():
         codec = wire.get(name)
         out[name] = (
-            ENCODING if name == "nnmark" else Encoding(input_layout or codec.default_layout, scale, input_dtype)
+            ENCODING
+            if name == "nnmark"
+            else Encoding(input_layout or codec.default_layout, scale, input_dtype)
         )
     return out

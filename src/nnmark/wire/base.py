@@ -199,7 +199,7 @@ def array(data: Any, what: str, dtype: type = np.float64) -> np.ndarray:
         raise WireError(f"{what} must be an array of numbers")
     try:
         with np.errstate(all="ignore"):
-            out = np.asarray(data, dtype=dtype)
+            out: np.ndarray = np.asarray(data, dtype=dtype)
     except (TypeError, ValueError, OverflowError, RecursionError) as e:
         raise WireError(f"{what} is not a rectangular array of numbers ({first_line(e)})") from e
     return out

@@ -37,24 +37,30 @@ def to_wire(x: np.ndarray, enc: Encoding) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def from_wire(arr: np.ndarray, enc: Encoding, chw: tuple[int, int, int], max_batch: int, what: str) -> np.ndarray:
+def from_wire(
+    arr: np.ndarray, enc: Encoding, chw: tuple[int, int, int], max_batch: int, what: str
+) -> np.ndarray:
     """What a client sent → float32 N×C×H×W in [0, 1]; WireError 413/422 when it cannot be."""
     want = enc.wire_shape(chw)
     if arr.ndim == 3 and tuple(arr.shape) == want:
         arr = arr[None]
     if arr.ndim != 4 or tuple(arr.shape[1:]) != want:
         dims = "×".join(map(str, want))
-        kind = "uint8 pixels 0-255" if enc.dtype == "uint8" else f"float32 in [{enc.scale.replace('-', ', ')}]"
+        kind = (
+            "uint8 pixels 0-255" if enc.dtype == "uint8" else f"float32 in [{enc.scale.replace('-', ', ')}]"
+        )
         order = "channels last" if enc.layout == "nhwc" else "channels first"
-        raise WireError(f"{what} has shape {list(arr.shape)}; this model takes N×{dims} ({kind}, {order})", 422)
+        raise WireError(
+            f"{what} has shape {list(arr.shape)}; this model takes N×{dims} ({kind}, {order})", 422
+        )
     if len(arr) > max_batch:
         raise WireError(f"{len(arr)} inputs in one request; at most {max_batch}", 413)
     with np.errstate(all="ignore"):
         if not np.isfinite(arr).all():
             raise WireError(f"{what} holds NaN or infinite values", 422)
-        if enc.dtype == "uint8":
-            if arr.size and (not np.array_equal(arr, np.rint(arr)) or arr.min() < 0 or arr.max() > 255):
-                raise WireError(f"{what} must hold integer pixels 0-255 (this model takes uint8)", 422)
+        off_grid = arr.size and (not np.array_equal(arr, np.rint(arr)) or arr.min() < 0 or arr.max() > 255)
+        if enc.dtype == "uint8" and off_grid:
+            raise WireError(f"{what} must hold integer pixels 0-255 (this model takes uint8)", 422)
         x = arr.astype(np.float32)
         if enc.pixels:
             x = x / np.float32(255.0)

@@ -39,7 +39,9 @@ class PredictRequest(BaseModel):
     """``POST /v1/models/NAME:predict``: row format (``instances``) or columnar (``inputs``)."""
 
     signature_name: str | None = Field(default=None, description="ignored: one signature, serving_default")
-    instances: list[Any] | None = Field(default=None, description="one input per row (H×W×C), or {name: input}")
+    instances: list[Any] | None = Field(
+        default=None, description="one input per row (H×W×C), or {name: input}"
+    )
     inputs: Any = Field(default=None, description="the batch N×H×W×C, or {name: batch}")
 
 
@@ -160,7 +162,10 @@ class TfServingProtocol(WireProtocol):
                 input_name: {
                     "dtype": dtype,
                     "name": f"{input_name}:0",
-                    "tensor_shape": {"dim": [{"size": str(s), "name": ""} for s in shape], "unknown_rank": False},
+                    "tensor_shape": {
+                        "dim": [{"size": str(s), "name": ""} for s in shape],
+                        "unknown_rank": False,
+                    },
                 }
             },
             "outputs": {
@@ -176,4 +181,3 @@ class TfServingProtocol(WireProtocol):
             "model_spec": {"name": info.name, "signature_name": "", "version": "1"},
             "metadata": {"signature_def": {"signature_def": {"serving_default": sig}}},
         }
-
