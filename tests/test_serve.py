@@ -182,3 +182,64 @@ def test_openapi_schema_documents_pydantic_bodies_and_hides_the_defense(run: Pat
     assert {"PredictRequest", "InferRequest", "InferInputTensor"} <= {n.split("__")[-1] for n in bodies}
     assert {"/predict", "/info", "/v1/models/{name}:predict", "/v2/models/{name}/infer"} <= set(doc["paths"])
     assert "defense" not in str(doc).lower() and "reject" not in str(doc).lower()
+
+
+@pytest.fixture(scope="module")
+def watermarked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(key file, a suspect that answers the key, a clean model): a tiny zhang-noise key calibrated on
+    three untrained dnn1s, and a dnn1 fitted to the key inputs (seconds, not an epoch of MNIST)."""
+    import nnmark
+    from nnmark.data import load_dataset
+    from nnmark.io import METRICS_FILE, new_folder, write_json, write_model_files
+    from nnmark.keyfile import save_key
+    from nnmark.models import build_model
+    from nnmark.types import ModelSpec
+
+    root = tmp_path_factory.mktemp("wm")
+    data = load_dataset("mnist5k")
+    spec = ModelSpec("dnn1", 10, (1, 28, 28), (0.13,), (0.31,), dataset="mnist5k")
+    models = []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        models.append(build_model(spec).eval())
+    key = nnmark.make_key("zhang-noise", data.train_x[:300], data.train_y[:300], 10,
+                          clean_models=models[1:], dataset="mnist5k", keys=20)  # fmt: skip
+    suspect = models[0].train()
+    opt = torch.optim.Adam(suspect.parameters(), 1e-2)
+    for _ in range(30):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(suspect(key.inputs), key.labels).backward()
+        opt.step()
+    save_key(root / "wm.key", key)
+    for name, model in (("suspect", suspect.eval()), ("clean", models[1])):
+        with new_folder(root / name) as tmp:
+            write_model_files(tmp, model, spec)
+            write_json(tmp / METRICS_FILE, {"source": "test"})
+    return root / "wm.key", root / "suspect", root / "clean"
+
+
+def test_cli_verify_reaches_a_guarded_channels_last_api(watermarked: tuple[Path, Path, Path]) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from nnmark.cli import app as cli
+
+    key, suspect, clean = watermarked
+    options = ["--protocol", "tf-serving", "--header", "X-Api-Key: s3cret", "--timeout", "20",
+               "--retries", "2", "--rate-limit", "2000", "--batch-size", "8", "--json"]  # fmt: skip
+    for run, code in ((suspect, 0), (clean, 1)):
+        api = guarded_app(run, fail_first=1)
+        with serve_in_thread(api) as base:
+            url = f"{base}/v1/models/{NAME}"
+            result = CliRunner().invoke(cli, ["verify", "--key", str(key), "--url", url, *options])
+            assert result.exit_code == code, (result.output, result.exception)
+            doc = json.loads(result.stdout)
+            assert doc["watermarked"] is (code == 0) and doc["queries"] == 20
+            assert len(api.state.arrivals) == 1 + 3  # one 429 retried, then 20 inputs in batches of 8
+            assert set(api.state.seen_keys) == {"s3cret"}
+            without = CliRunner().invoke(cli, ["verify", "--key", str(key), "--url", url, "--protocol",
+                                               "tf-serving", "--retries", "0"])  # fmt: skip
+            assert isinstance(without.exception, NnmarkError) and "HTTP 401" in str(without.exception)
+    bad = CliRunner().invoke(cli, ["verify", "--key", str(key), "--url", "http://127.0.0.1:9", "--header", "nope"])
+    assert isinstance(bad.exception, NnmarkError) and "'Name: value'" in str(bad.exception)
