@@ -241,5 +241,6 @@ def test_cli_verify_reaches_a_guarded_channels_last_api(watermarked: tuple[Path,
             without = CliRunner().invoke(cli, ["verify", "--key", str(key), "--url", url, "--protocol",
                                                "tf-serving", "--retries", "0"])  # fmt: skip
             assert isinstance(without.exception, NnmarkError) and "HTTP 401" in str(without.exception)
-    bad = CliRunner().invoke(cli, ["verify", "--key", str(key), "--url", "http://127.0.0.1:9", "--header", "nope"])
+    nowhere = "http://127.0.0.1:9"
+    bad = CliRunner().invoke(cli, ["verify", "--key", str(key), "--url", nowhere, "--header", "nope"])
     assert isinstance(bad.exception, NnmarkError) and "'Name: value'" in str(bad.exception)

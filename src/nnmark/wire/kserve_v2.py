@@ -15,7 +15,7 @@ default here when the server declares no shape.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -34,6 +34,11 @@ from nnmark.wire.base import (
 from nnmark.wire.nnmark import _strip
 
 FLOAT_TYPES = ("FP32", "FP64", "FP16")
+#: the protocol's tensor data types
+Datatype = Literal[
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+    "FP16", "FP32", "FP64", "BF16", "BYTES",
+]  # fmt: skip
 
 
 class InferInputTensor(BaseModel):
@@ -41,7 +46,7 @@ class InferInputTensor(BaseModel):
 
     name: str
     shape: list[Annotated[int, Field(ge=0)]]
-    datatype: str
+    datatype: Datatype
     parameters: dict[str, Any] | None = None
     data: list[Any]
 
@@ -56,7 +61,7 @@ class InferRequest(BaseModel):
 
     id: str | None = None
     parameters: dict[str, Any] | None = None
-    inputs: list[InferInputTensor]
+    inputs: list[InferInputTensor] = Field(min_length=1)
     outputs: list[RequestedOutput] | None = None
 
 
