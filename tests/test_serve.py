@@ -244,3 +244,38 @@ def test_cli_verify_reaches_a_guarded_channels_last_api(watermarked: tuple[Path,
     nowhere = "http://127.0.0.1:9"
     bad = CliRunner().invoke(cli, ["verify", "--key", str(key), "--url", nowhere, "--header", "nope"])
     assert isinstance(bad.exception, NnmarkError) and "'Name: value'" in str(bad.exception)
+
+
+def test_batcher_shares_forward_passes_and_gives_each_request_its_rows() -> None:
+    import threading
+
+    from nnmark.serve.batching import Batcher
+
+    gate = threading.Event()
+    sizes: list[int] = []
+
+    def model(x: torch.Tensor) -> torch.Tensor:
+        gate.wait(5)  # the first call holds the model while the others queue up
+        sizes.append(len(x))
+        if (x < 0).any():
+            raise ValueError("negative input")
+        return x.flatten(1).sum(1, keepdim=True) * 2
+
+    batcher = Batcher(model, max_batch=16)
+    inputs = [torch.full((k % 3 + 1, 2), float(k)) for k in range(10)]
+    results: dict[int, torch.Tensor] = {}
+    threads = [
+        threading.Thread(target=lambda k=k: results.__setitem__(k, batcher(inputs[k]))) for k in range(10)
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    gate.set()
+    for t in threads:
+        t.join(5)
+    for k, x in enumerate(inputs):
+        assert torch.equal(results[k], x.sum(1, keepdim=True) * 2)  # its own rows, in order
+    assert sum(sizes) == sum(len(x) for x in inputs) and max(sizes) <= 16
+    assert batcher.calls < 10  # queued requests shared forward passes
+    with pytest.raises(ValueError, match="negative"):
+        batcher(torch.full((1, 2), -1.0))

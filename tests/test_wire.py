@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
 from nnmark import wire
+from nnmark.wire import jsonio
 from nnmark.wire.base import Encoding, ModelInfo, WireError
 
 CHW = (3, 4, 5)
@@ -27,7 +26,7 @@ def images(n: int = 6, seed: int = 0) -> np.ndarray:
 
 
 def over_json(body: dict) -> dict:
-    return json.loads(json.dumps(body, allow_nan=False))
+    return jsonio.loads(jsonio.dumps(body))
 
 
 @pytest.mark.parametrize("protocol", wire.names())

@@ -49,6 +49,7 @@ import torch
 from nnmark import wire
 from nnmark.errors import NnmarkError
 from nnmark.oracle import Oracle
+from nnmark.wire import jsonio
 from nnmark.wire.base import OUTPUTS, Encoding, ModelInfo, WireError
 
 if TYPE_CHECKING:
@@ -330,7 +331,7 @@ class HttpOracle(Oracle):
 
     def _post_json(self, payload: dict[str, Any], n: int) -> Any:
         try:
-            body = json.dumps(payload, allow_nan=False, separators=(",", ":")).encode()
+            body = jsonio.dumps(payload)
         except ValueError as e:
             raise NnmarkError("inputs contain NaN or infinite values; they cannot be sent as JSON") from e
         self._wait_for_rate(n)
@@ -338,7 +339,7 @@ class HttpOracle(Oracle):
         if r.status_code >= 300:
             raise self._status_error(r, self.predict_url)
         try:
-            return r.json()
+            return jsonio.loads(r.content)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise self._malformed(f"not JSON: {_one_line(r.text[:80])!r}") from e
 

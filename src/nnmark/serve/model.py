@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from nnmark.errors import NnmarkError
+from nnmark.serve.batching import Batcher
 from nnmark.serve.defenses import build_defense
 from nnmark.wire.base import DTYPES, OUTPUTS, Encoding, ModelInfo, WireError
 
@@ -65,6 +66,8 @@ class ServedModel:
         # kept for callers that look at the defense's parts
         self.detector = self.defense.detector
         self.guard = self.defense.guard
+        #: what the endpoints call: concurrent requests share forward passes
+        self.batcher = Batcher(self.predict, max_batch)
 
     @property
     def shape(self) -> tuple[int, int, int]:

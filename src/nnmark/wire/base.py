@@ -122,7 +122,8 @@ class WireProtocol(abc.ABC):
 
     @abc.abstractmethod
     def encode_request(self, x: np.ndarray, enc: Encoding, info: ModelInfo) -> dict[str, Any]:
-        """Request body for ``x`` (already in ``enc``'s layout, scale and type, batch first)."""
+        """Request body for ``x`` (already in ``enc``'s layout, scale and type, batch first); arrays stay
+        numpy arrays, for :func:`nnmark.wire.jsonio.dumps` to write."""
 
     @abc.abstractmethod
     def decode_reply(self, body: Any, n: int) -> Reply:

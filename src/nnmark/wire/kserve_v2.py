@@ -94,7 +94,7 @@ class KServeV2Protocol(WireProtocol):
                     "name": info.input_name or "input",
                     "shape": list(x.shape),
                     "datatype": "UINT8" if enc.dtype == "uint8" else "FP32",
-                    "data": x.reshape(-1).tolist(),
+                    "data": np.ascontiguousarray(x).reshape(-1),
                 }
             ]
         }
@@ -178,7 +178,7 @@ class KServeV2Protocol(WireProtocol):
                     "name": kind,
                     "datatype": "INT64" if kind == "labels" else "FP32",
                     "shape": list(out.shape),
-                    "data": out.reshape(-1).tolist(),
+                    "data": np.ascontiguousarray(out).reshape(-1),
                 }
             ],
         }

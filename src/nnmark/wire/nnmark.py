@@ -45,7 +45,7 @@ class NnmarkProtocol(WireProtocol):
     # client
 
     def encode_request(self, x: np.ndarray, enc: Encoding, info: ModelInfo) -> dict[str, Any]:
-        return {"inputs": x.tolist()}
+        return {"inputs": x}
 
     def decode_reply(self, body: Any, n: int) -> Reply:
         if not isinstance(body, dict):
@@ -81,7 +81,7 @@ class NnmarkProtocol(WireProtocol):
     def encode_reply(
         self, out: np.ndarray, kind: str, info: ModelInfo, request: BaseModel | None = None
     ) -> dict[str, Any]:
-        return {kind: out.tolist()}
+        return {kind: out}
 
     def encode_metadata(self, info: ModelInfo) -> dict[str, Any]:
         return {

@@ -31,7 +31,7 @@ def to_wire(x: np.ndarray, enc: Encoding) -> np.ndarray:
         off = float(np.abs(pixels - levels).max()) if pixels.size else 0.0
         if off > 0.01:
             log.info("rounded inputs to 0-255 pixel levels (up to %.2f of a level)", off)
-        return levels.astype(np.int64)
+        return np.ascontiguousarray(levels, dtype=np.int64)
     if enc.scale == "0-255":
         return np.ascontiguousarray(x * np.float32(255.0), dtype=np.float32)
     return np.ascontiguousarray(x, dtype=np.float32)

@@ -68,7 +68,7 @@ class TfServingProtocol(WireProtocol):
     # client
 
     def encode_request(self, x: np.ndarray, enc: Encoding, info: ModelInfo) -> dict[str, Any]:
-        return {"instances": x.tolist()}
+        return {"instances": x}
 
     def decode_reply(self, body: Any, n: int) -> Reply:
         if not isinstance(body, dict):
@@ -147,7 +147,7 @@ class TfServingProtocol(WireProtocol):
         self, out: np.ndarray, kind: str, info: ModelInfo, request: BaseModel | None = None
     ) -> dict[str, Any]:
         columnar = isinstance(request, PredictRequest) and request.inputs is not None
-        return {"outputs": out.tolist()} if columnar else {"predictions": out.tolist()}
+        return {"outputs": out} if columnar else {"predictions": out}
 
     def encode_metadata(self, info: ModelInfo) -> dict[str, Any]:
         shape = [-1, *(info.input_shape or ())]

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import torch
-from fastapi import Response
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from nnmark import wire
 from nnmark.serve.model import ServedModel
+from nnmark.wire import jsonio
+from nnmark.wire.base import WireError
 
 #: error answers every endpoint may give, for the OpenAPI schema
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -28,11 +31,34 @@ async def predict(served: ServedModel, protocol: str, body: BaseModel, what: str
     enc = served.encodings[protocol]
     sent = codec.decode_request(body, enc)
     x = wire.from_wire(sent, enc, served.shape, served.max_batch, what)
-    logits = await run_in_threadpool(served.predict, torch.from_numpy(x))
+    logits = await run_in_threadpool(served.batcher, torch.from_numpy(x))
     kind, out = served.answer(logits)
+    if out.is_floating_point() and not torch.isfinite(out).all():
+        raise WireError("the model's scores for these inputs are not finite numbers", 422)
     return reply(codec.encode_reply(out.numpy(), kind, served.info(protocol), body))
 
 
 def reply(obj: Any) -> Response:
-    """JSON written by json.dumps directly: FastAPI's encoder is slow on large nested lists."""
-    return Response(json.dumps(obj, separators=(",", ":")), media_type="application/json")
+    """JSON written directly (numpy arrays as they are): FastAPI's encoder is slow on large arrays."""
+    return Response(jsonio.dumps(obj), media_type="application/json")
+
+
+class FastJsonRequest(Request):
+    """A request whose JSON body is parsed by :func:`nnmark.wire.jsonio.loads` (orjson when installed)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = jsonio.loads(await self.body())
+        return self._json
+
+
+class FastJsonRoute(APIRoute):
+    """Routes whose bodies are parsed by :class:`FastJsonRequest` (FastAPI's custom route class)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def parse_fast(request: Request) -> Response:
+            return await handler(FastJsonRequest(request.scope, request.receive))
+
+        return parse_fast

@@ -6,14 +6,14 @@ from fastapi import APIRouter, Response
 
 from nnmark import wire
 from nnmark.serve.model import ServedModel
-from nnmark.serve.routers.common import ERRORS, predict
+from nnmark.serve.routers.common import ERRORS, FastJsonRoute, predict
 from nnmark.wire.kserve_v2 import InferRequest
 
 PROTOCOL = "kserve-v2"
 
 
 def router(served: ServedModel) -> APIRouter:
-    api = APIRouter(prefix="/v2", tags=["kserve-v2"], responses=ERRORS)
+    api = APIRouter(prefix="/v2", tags=["kserve-v2"], responses=ERRORS, route_class=FastJsonRoute)
     codec = wire.get(PROTOCOL)
 
     @api.get("", summary="server metadata")

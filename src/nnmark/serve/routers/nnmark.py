@@ -4,14 +4,14 @@ from fastapi import APIRouter, Response
 
 from nnmark import wire
 from nnmark.serve.model import ServedModel
-from nnmark.serve.routers.common import ERRORS, predict, reply
+from nnmark.serve.routers.common import ERRORS, FastJsonRoute, predict, reply
 from nnmark.wire.nnmark import PredictRequest
 
 PROTOCOL = "nnmark"
 
 
 def router(served: ServedModel) -> APIRouter:
-    api = APIRouter(tags=["nnmark"], responses=ERRORS)
+    api = APIRouter(tags=["nnmark"], responses=ERRORS, route_class=FastJsonRoute)
     codec = wire.get(PROTOCOL)
 
     @api.get("/info", summary="what this server serves")

@@ -6,14 +6,14 @@ from fastapi import APIRouter, Response
 
 from nnmark import wire
 from nnmark.serve.model import ServedModel
-from nnmark.serve.routers.common import ERRORS, predict
+from nnmark.serve.routers.common import ERRORS, FastJsonRoute, predict
 from nnmark.wire.tf_serving import PredictRequest
 
 PROTOCOL = "tf-serving"
 
 
 def router(served: ServedModel) -> APIRouter:
-    api = APIRouter(prefix="/v1/models", tags=["tf-serving"], responses=ERRORS)
+    api = APIRouter(prefix="/v1/models", tags=["tf-serving"], responses=ERRORS, route_class=FastJsonRoute)
     codec = wire.get(PROTOCOL)
 
     def metadata(name: str) -> dict[str, Any]:
