@@ -146,26 +146,52 @@ async def load(
 # -- 2. the remote oracle ------------------------------------------------------------------------
 
 
-def oracle_rate(base: str, protocol: str, model: torch.nn.Module, queries: int, batch: int) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def oracle_rate(
+    base: str,
+    protocol: str,
+    model: torch.nn.Module,
+    queries: int,
+    batch: int,
+    server_pid: int,
+    in_flight: int,
+) -> dict[str, Any]:
+    """Key queries per second through HttpOracle, and the CPU seconds each side spent on them: on
+    a shared machine ``queries / (client CPU + server CPU)`` is what one otherwise idle core would
+    give this sequential client (it waits for each answer before it sends the next batch)."""
     from nnmark.http_oracle import HttpOracle
 
     x = pixels(queries, seed=2)
     want = TorchOracle(model).labels(x)
-    with HttpOracle(endpoint(base, protocol), protocol=protocol, batch_size=batch) as oracle:
+    url = endpoint(base, protocol)
+    with HttpOracle(url, protocol=protocol, batch_size=batch, in_flight=in_flight) as oracle:
         oracle.labels(x[:batch])  # warm the connection
-        t0 = time.perf_counter()
+        t0, c0, s0 = time.perf_counter(), time.process_time(), cpu_seconds(server_pid)
         got = oracle.labels(x)
         took = time.perf_counter() - t0
-    return {"queries_per_s": queries / took, "correct": bool(torch.equal(got, want))}
+        client, server = time.process_time() - c0, cpu_seconds(server_pid) - s0
+    return {
+        "queries_per_s": queries / took,
+        "client_cpu_s": client,
+        "server_cpu_s": server,
+        "per_cpu_second": queries / (client + server),
+        "correct": bool(torch.equal(got, want)),
+    }
 
 
-def local_rate(model: torch.nn.Module, queries: int) -> float:
+def local_rate(model: torch.nn.Module, queries: int) -> tuple[float, float]:
+    """In-process queries per wall-clock second and per CPU second."""
     x = pixels(queries, seed=2)
     oracle = TorchOracle(model, batch_size=1024)
     oracle.labels(x[:1024])
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     oracle.labels(x)
-    return queries / (time.perf_counter() - t0)
+    return queries / (time.perf_counter() - t0), queries / (time.process_time() - c0)
 
 
 def main() -> None:
@@ -176,7 +202,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--batch", type=int, default=1, help="inputs per request in the load phase")
     ap.add_argument("--queries", type=int, default=20000, help="key queries per oracle measurement (0: skip)")
-    ap.add_argument("--oracle-batches", default="64,256,1024", help="HttpOracle batch sizes to measure")
+    ap.add_argument("--oracle-batches", default="64,256", help="HttpOracle batch sizes to measure")
+    ap.add_argument("--in-flight", type=int, default=2, help="HttpOracle requests in flight")
     ap.add_argument("--server-threads", type=int, default=1, help="OMP_NUM_THREADS of the server process")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -198,13 +225,18 @@ def main() -> None:
                 for e in r["errors"][:5]:
                     print("  ", e)
             if args.queries > 0:
-                local = local_rate(model, args.queries)
-                print(f"in-process TorchOracle: {local:.0f} queries/s")
-                for b in (int(s) for s in args.oracle_batches.split(",")):
-                    o = oracle_rate(base, args.protocol, model, args.queries, b)
+                local, local_cpu = local_rate(model, args.queries)
+                print(f"in-process TorchOracle: {local:.0f} queries/s ({local_cpu:.0f} per CPU second)")
+                runs = [(int(b), args.in_flight) for b in args.oracle_batches.split(",")]
+                runs.append((runs[-1][0], 1))  # the largest batch again, one request at a time
+                for b, flight in runs:
+                    o = oracle_rate(base, args.protocol, model, args.queries, b, proc.pid, flight)
                     print(
-                        f"HttpOracle batch {b}: {o['queries_per_s']:.0f} key queries/s "
-                        f"({o['queries_per_s'] / local:.2f}x in-process), labels "
+                        f"HttpOracle batch {b}, {flight} in flight: {o['queries_per_s']:.0f} key queries/s "
+                        f"({o['queries_per_s'] / local:.2f}x in-process); CPU: client "
+                        f"{o['client_cpu_s']:.1f} s, server {o['server_cpu_s']:.1f} s = "
+                        f"{o['per_cpu_second']:.0f} queries per CPU second "
+                        f"({o['per_cpu_second'] / local_cpu:.2f}x in-process); labels "
                         f"{'all correct' if o['correct'] else 'WRONG'}"
                     )
         finally:

@@ -41,6 +41,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -82,6 +83,7 @@ class HttpOracle(Oracle):
         output: ``auto``, ``labels``, ``probabilities`` or ``logits`` (what replies hold).
         retries: extra tries for transient failures; ``backoff``: first wait in seconds.
         rate_limit: most single inputs per second (None: no limit).
+        in_flight: requests sent before the first answer is back (pipelining; 1: one at a time).
         headers: extra HTTP headers (e.g. ``{"Authorization": "Bearer ..."}``).
         transport: an httpx transport (tests, proxies); default: a real connection.
     """
@@ -102,6 +104,7 @@ class HttpOracle(Oracle):
         retries: int = 3,
         backoff: float = 0.5,
         rate_limit: float | None = None,
+        in_flight: int = 2,
         headers: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
@@ -114,8 +117,10 @@ class HttpOracle(Oracle):
         self.codec = wire.get(protocol)
         if not url.startswith(("http://", "https://")):
             raise NnmarkError(f"{url!r} is not an http(s) URL; give one such as http://127.0.0.1:8000")
-        if batch_size < 1:
-            raise NnmarkError(f"batch size must be at least 1, got {batch_size}")
+        if batch_size < 1 or in_flight < 1:
+            raise NnmarkError(
+                f"batch size and requests in flight must be at least 1, got {batch_size}, {in_flight}"
+            )
         if timeout <= 0 or retries < 0 or backoff < 0:
             raise NnmarkError("timeout must be positive, retries and backoff 0 or more")
         if rate_limit is not None and rate_limit <= 0:
@@ -134,6 +139,7 @@ class HttpOracle(Oracle):
         self.meta_url = self.codec.metadata_url(self.url)
         self.timeout = float(timeout)
         self.batch_size = batch_size
+        self.in_flight = in_flight
         self.retries = retries
         self.backoff = backoff
         self.rate_limit = rate_limit
@@ -265,20 +271,27 @@ class HttpOracle(Oracle):
 
     def _predict(self, x: torch.Tensor) -> torch.Tensor:
         arr = x.detach().to("cpu", torch.float32).numpy()
-        outs = []
-        for start in range(0, len(arr), self.batch_size):
-            chunk = arr[start : start + self.batch_size]
-            try:
-                sent = wire.to_wire(chunk, self.encoding)
-            except WireError as e:
-                raise NnmarkError(f"{self.url}: {e.message}") from e
-            body = self.codec.encode_request(sent, self.encoding, self.info)
-            reply = self._post_json(body, len(chunk))
-            outs.append(self._to_scores(reply, len(chunk)))
+        chunks = [arr[start : start + self.batch_size] for start in range(0, len(arr), self.batch_size)]
+        if self.in_flight > 1 and len(chunks) > 1:
+            # the next batch is encoded and sent while the server answers this one
+            with ThreadPoolExecutor(min(self.in_flight, len(chunks))) as pool:
+                outs = list(pool.map(self._ask, chunks))
+        else:
+            outs = [self._ask(chunk) for chunk in chunks]
         width = max(o.shape[1] for o in outs)
         if any(o.shape[1] != width for o in outs):  # one-hot labels of different widths
             outs = [torch.nn.functional.pad(o, (0, width - o.shape[1])) for o in outs]
         return torch.cat(outs)
+
+    def _ask(self, chunk: np.ndarray) -> torch.Tensor:
+        """One request: encode ``chunk``, send it, decode the reply into N×K scores."""
+        try:
+            sent = wire.to_wire(chunk, self.encoding)
+        except WireError as e:
+            raise NnmarkError(f"{self.url}: {e.message}") from e
+        body = self.codec.encode_request(sent, self.encoding, self.info)
+        reply = self._post_json(body, len(chunk))
+        return self._to_scores(reply, len(chunk))
 
     # -- replies ------------------------------------------------------------------------------
 
