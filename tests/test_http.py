@@ -138,7 +138,8 @@ def test_server_down_is_one_clear_error() -> None:
     [
         ("/predict", b"not json", 400, "not JSON"),
         ("/predict", b'{"x": 1}', 400, "inputs"),
-        ("/predict", b'{"inputs": [[1, 2], [3]]}', 400, "inputs.0.0"),
+        ("/predict", b'{"inputs": [[1, 2], [3]]}', 400, "rectangular"),
+        ("/predict", b'{"inputs": [[[["a"]]]]}', 400, "array of numbers"),
         ("/predict", b'{"inputs": [[[[1, 2]], [[3]]]]}', 400, "rectangular"),
         ("/predict", b'{"inputs": [[[[1, 2]]]]}', 422, "N\u00d71\u00d728\u00d728"),
         (  # NaN is not JSON

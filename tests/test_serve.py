@@ -104,6 +104,8 @@ def test_scale_layout_and_type_options_reach_the_server(run: Path, reference: To
             assert oracle.output_kind == "probabilities"
         with HttpOracle(url, protocol="kserve-v2") as unscaled:  # values 255 times too small
             assert not torch.allclose(unscaled.scores(x), reference.probabilities(x), atol=1e-3)
+        with pytest.raises(NnmarkError, match="nnmark protocol carries float32"):
+            HttpOracle(base, input_scale="0-255")
     uint8 = create_app(run, name=NAME, input_dtype="uint8", output="labels")
     with (
         serve_in_thread(uint8) as base,

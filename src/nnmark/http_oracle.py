@@ -158,6 +158,13 @@ class HttpOracle(Oracle):
         except BaseException:
             self._client.close()
             raise
+        if protocol == "nnmark" and (
+            carry_floats is False or input_scale not in (None, "0-1") or input_layout == "nhwc"
+        ):
+            raise NnmarkError(
+                "the nnmark protocol carries float32 N×C×H×W in [0, 1]; --input-type, --input-scale and "
+                "--input-layout are for tf-serving and kserve-v2"
+            )
         self.input_name: str = self.info.input_name or "input"
         self.num_classes: int | None = self.info.num_classes
         dtype = self._dtype(carry_floats)
