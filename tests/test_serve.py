@@ -154,7 +154,8 @@ def test_headers_retries_and_rate_limit(run: Path, reference: TorchOracle) -> No
             took = time.monotonic() - start
         assert len(app.state.arrivals) == 2 + 4
         gaps = [b - a for a, b in zip(app.state.arrivals[2:], app.state.arrivals[3:], strict=False)]
-        assert min(gaps) >= 25 / 200 * 0.9  # 25 inputs per request at 200 inputs/s: 0.125 s apart
+        # 25 inputs per request at 200 inputs/s: sent 0.125 s apart (arrivals jitter a little)
+        assert min(gaps) >= 25 / 200 * 0.6 and sum(gaps) >= 3 * 25 / 200 * 0.9
         assert took >= 3 * 25 / 200 * 0.9
         assert set(app.state.seen_keys[-6:]) == {"s3cret"}
 
