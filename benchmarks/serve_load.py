@@ -215,12 +215,16 @@ def main() -> None:
         try:
             print(f"nnmark serve {run.name} at {base}, protocol {args.protocol}, {os.cpu_count()} CPUs")
             if args.seconds > 0:
+                c0, s0 = time.process_time(), cpu_seconds(proc.pid)
                 r = asyncio.run(load(base, args.protocol, model, args.clients, args.seconds, args.batch))
+                client_cpu, server_cpu = time.process_time() - c0, cpu_seconds(proc.pid) - s0
                 print(
                     f"load: {args.clients} clients x {args.seconds:g} s, {args.batch} input(s)/request: "
                     f"{r['requests']} requests, {r['requests_per_s']:.0f} requests/s, "
                     f"{r['inputs_per_s']:.0f} inputs/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
-                    f"{len(r['errors'])} bad answers"
+                    f"{len(r['errors'])} bad answers; CPU: clients {client_cpu:.1f} s, "
+                    f"server {server_cpu:.1f} s "
+                    f"({r['requests'] / max(server_cpu, 1e-9):.0f} requests per server CPU second)"
                 )
                 for e in r["errors"][:5]:
                     print("  ", e)
