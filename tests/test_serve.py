@@ -153,10 +153,10 @@ def test_headers_retries_and_rate_limit(run: Path, reference: TorchOracle) -> No
             assert torch.equal(oracle.labels(x), reference.labels(x))  # two 429s retried, then answered
             took = time.monotonic() - start
         assert len(app.state.arrivals) == 2 + 4
-        gaps = [b - a for a, b in zip(app.state.arrivals[2:], app.state.arrivals[3:], strict=False)]
-        # 25 inputs per request at 200 inputs/s: sent 0.125 s apart (arrivals jitter a little)
-        assert min(gaps) >= 25 / 200 * 0.6 and sum(gaps) >= 3 * 25 / 200 * 0.9
-        assert took >= 3 * 25 / 200 * 0.9
+        gaps = [b - a for a, b in zip(app.state.arrivals, app.state.arrivals[1:], strict=False)]
+        # 25 inputs per try at 200 inputs/s, retries included: sent 0.125 s apart (arrivals jitter a little)
+        assert min(gaps) >= 25 / 200 * 0.6 and sum(gaps) >= 5 * 25 / 200 * 0.9
+        assert took >= 5 * 25 / 200 * 0.9
         assert set(app.state.seen_keys[-6:]) == {"s3cret"}
 
 

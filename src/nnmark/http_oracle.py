@@ -29,9 +29,10 @@ Failures (server down, timeout, HTTP error, a reply that is not a prediction) en
 NnmarkError naming the URL and what to check. Connection errors, timeouts and HTTP
 429/502/503/504 are retried ``retries`` times with exponential backoff (``backoff``,
 2·backoff, ... seconds, each at most 10 s; ``Retry-After`` is honoured up to the same cap);
-other errors are not retried. ``rate_limit`` caps the single inputs sent per second (requests
-are spaced so that the average never exceeds it). Queries are counted when a batch is sent, so
-a failed request still uses budget.
+other errors are not retried. ``rate_limit`` caps the single inputs sent per second: requests,
+retries included, are spaced so that the average never exceeds it. ``in_flight`` requests may
+be outstanding at once (pipelining). Queries are counted when a batch is sent, so a failed
+request still uses budget.
 """
 
 from __future__ import annotations
@@ -354,8 +355,7 @@ class HttpOracle(Oracle):
             body = jsonio.dumps(payload)
         except ValueError as e:
             raise NnmarkError("inputs contain NaN or infinite values; they cannot be sent as JSON") from e
-        self._wait_for_rate(n)
-        r = self._send("POST", self.predict_url, body)
+        r = self._send("POST", self.predict_url, body, n)
         if r.status_code >= 300:
             raise self._status_error(r, self.predict_url)
         try:
@@ -365,7 +365,7 @@ class HttpOracle(Oracle):
 
     def _wait_for_rate(self, n: int) -> None:
         """Space requests so that at most ``rate_limit`` inputs go out per second on average."""
-        if self.rate_limit is None:
+        if self.rate_limit is None or n == 0:
             return
         with self._pace:
             now = time.monotonic()
@@ -374,12 +374,14 @@ class HttpOracle(Oracle):
         if start > now:
             time.sleep(start - now)
 
-    def _send(self, method: str, url: str, body: bytes | None = None) -> httpx.Response:
+    def _send(self, method: str, url: str, body: bytes | None = None, n: int = 0) -> httpx.Response:
+        """One request with retries; each try of ``n`` inputs counts against the rate limit."""
         httpx = self._http
         delay = self.backoff
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             wait = min(delay, MAX_WAIT_S)
+            self._wait_for_rate(n)
             try:
                 r = self._client.request(
                     method, url, content=body, headers={"Content-Type": "application/json"} if body else None

@@ -6,7 +6,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import torch
-from fastapi import Request, Response
+from fastapi import HTTPException, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -44,11 +44,25 @@ def reply(obj: Any) -> Response:
 
 
 class FastJsonRequest(Request):
-    """A request whose JSON body is parsed by :func:`nnmark.wire.jsonio.loads` (orjson when installed)."""
+    """A request whose JSON body is parsed by :func:`nnmark.wire.jsonio.loads` (orjson when installed).
+
+    A body announced by ``Inference-Header-Content-Length`` (the Open Inference Protocol's binary
+    tensor extension) is parsed up to that length; binary tensor data after it is refused (400)."""
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = jsonio.loads(await self.body())
+            body = await self.body()
+            header = self.headers.get("inference-header-content-length")
+            if header is not None:
+                if not header.isdigit() or int(header) > len(body):
+                    raise HTTPException(
+                        400, f"Inference-Header-Content-Length {header!r} does not fit the body"
+                    )
+                if int(header) < len(body):
+                    raise HTTPException(
+                        400, "binary tensor data is not supported here; send JSON tensors (binary_data=False)"
+                    )
+            self._json = jsonio.loads(body)
         return self._json
 
 

@@ -13,7 +13,13 @@ PROTOCOL = "kserve-v2"
 
 
 def router(served: ServedModel) -> APIRouter:
-    api = APIRouter(prefix="/v2", tags=["kserve-v2"], responses=ERRORS, route_class=FastJsonRoute)
+    api = APIRouter(
+        prefix="/v2",
+        tags=["kserve-v2"],
+        responses=ERRORS,
+        route_class=FastJsonRoute,
+        strict_content_type=False,
+    )
     codec = wire.get(PROTOCOL)
 
     @api.get("", summary="server metadata")

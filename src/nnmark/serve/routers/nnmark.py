@@ -11,7 +11,7 @@ PROTOCOL = "nnmark"
 
 
 def router(served: ServedModel) -> APIRouter:
-    api = APIRouter(tags=["nnmark"], responses=ERRORS, route_class=FastJsonRoute)
+    api = APIRouter(tags=["nnmark"], responses=ERRORS, route_class=FastJsonRoute, strict_content_type=False)
     codec = wire.get(PROTOCOL)
 
     @api.get("/info", summary="what this server serves")

@@ -13,7 +13,13 @@ PROTOCOL = "tf-serving"
 
 
 def router(served: ServedModel) -> APIRouter:
-    api = APIRouter(prefix="/v1/models", tags=["tf-serving"], responses=ERRORS, route_class=FastJsonRoute)
+    api = APIRouter(
+        prefix="/v1/models",
+        tags=["tf-serving"],
+        responses=ERRORS,
+        route_class=FastJsonRoute,
+        strict_content_type=False,
+    )
     codec = wire.get(PROTOCOL)
 
     def metadata(name: str) -> dict[str, Any]:
