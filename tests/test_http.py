@@ -139,12 +139,20 @@ def test_server_down_is_one_clear_error() -> None:
         ("/predict", b"not json", 400, "not JSON"),
         ("/predict", b'{"x": 1}', 400, "inputs"),
         ("/predict", b'{"inputs": [[1, 2], [3]]}', 400, "rectangular"),
+        ("/predict", b'{"inputs": [[[["a"]]]]}', 400, "array of numbers"),
+        ("/predict", b'{"inputs": [[[[1, 2]], [[3]]]]}', 400, "rectangular"),
         ("/predict", b'{"inputs": [[[[1, 2]]]]}', 422, "N\u00d71\u00d728\u00d728"),
-        (
+        (  # NaN is not JSON
             "/predict",
             b'{"inputs": [[[' + b",".join([b"[" + b",".join([b"NaN"] * 28) + b"]"] * 28) + b"]]]}",
+            400,
+            "not JSON",
+        ),
+        (  # a float64 that no float32 can hold
+            "/predict",
+            b'{"inputs": [[[' + b",".join([b"[" + b",".join([b"1e39"] * 28) + b"]"] * 28) + b"]]]}",
             422,
-            "NaN",
+            "too large for float32",
         ),
         ("/predict", json.dumps({"inputs": torch.zeros(65, 1, 28, 28).tolist()}).encode(), 413, "at most 64"),
         ("/predict", b"[" + b"0," * (3 * 2**20) + b"0]", 413, "bytes"),

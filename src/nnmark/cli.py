@@ -19,6 +19,23 @@ import typer
 from rich.console import Console
 
 from nnmark import __version__
+from nnmark.cli_remote import (
+    BatchSizeOpt,
+    HeaderOpt,
+    InputLayout,
+    InputLayoutOpt,
+    InputScale,
+    InputScaleOpt,
+    OutputKind,
+    OutputOpt,
+    Protocol,
+    ProtocolOpt,
+    RateLimitOpt,
+    RemoteOptions,
+    RetriesOpt,
+    TimeoutOpt,
+    build_oracle,
+)
 from nnmark.errors import NnmarkError
 
 out = Console(highlight=False, soft_wrap=True)
@@ -70,6 +87,11 @@ class ServeOutput(StrEnum):
     logits = "logits"
     probabilities = "probabilities"
     labels = "labels"
+
+
+class ServeInputType(StrEnum):
+    float32 = "float32"
+    uint8 = "uint8"
 
 
 class ListWhat(StrEnum):
@@ -267,24 +289,9 @@ def _oracle(
     device: str,
     input_type: str = "auto",
 ) -> Any:
-    from nnmark.oracle import OnnxOracle, TorchOracle
-    from nnmark.workflow import load_model
-
-    given = [v for v in (model, onnx, url) if v is not None]
-    if len(given) != 1:
-        raise NnmarkError("give exactly one suspect: --model RUN, --onnx FILE or --url URL")
-    if model is not None:
-        from nnmark.io import load_spec
-
-        spec = load_spec(model)
-        return TorchOracle(load_model(model), budget=budget, device=device, input_shape=spec.input_shape)
-    if onnx is not None:
-        return OnnxOracle(onnx, budget=budget)
-    from nnmark.http_oracle import HttpOracle
-
-    assert url is not None
-    carry = {"auto": None, "float": True, "uint8": False}[input_type]
-    return HttpOracle(url, protocol=protocol, budget=budget, carry_floats=carry)
+    """Kept for callers of the older signature; ``nnmark.cli_remote.build_oracle`` does the work."""
+    remote = RemoteOptions(protocol=protocol, input_type=input_type)
+    return build_oracle(model, onnx, url, remote, budget, device)
 
 
 @app.command("verify")
@@ -293,7 +300,15 @@ def verify_cmd(
     model: Annotated[Path | None, typer.Option(help="suspect run folder")] = None,
     onnx: Annotated[Path | None, typer.Option(help="suspect ONNX file")] = None,
     url: Annotated[str | None, typer.Option(help="suspect prediction API")] = None,
-    protocol: Annotated[str, typer.Option(help="nnmark, tf-serving or kserve-v2")] = "nnmark",
+    protocol: ProtocolOpt = Protocol.nnmark,  # type: ignore[attr-defined]
+    header: HeaderOpt = None,
+    timeout: TimeoutOpt = 30.0,
+    retries: RetriesOpt = 3,
+    rate_limit: RateLimitOpt = None,
+    input_layout: InputLayoutOpt = InputLayout.auto,
+    input_scale: InputScaleOpt = InputScale.auto,
+    output: OutputOpt = OutputKind.auto,
+    batch_size: BatchSizeOpt = 256,
     input_type: Annotated[
         InputType,
         typer.Option(
@@ -387,7 +402,19 @@ def verify_cmd(
         data_dir=data_dir,
     )
     ctx.notes[:0] = owner_notes
-    suspect = _oracle(model, onnx, url, protocol, None, device, input_type.value)
+    remote = RemoteOptions.from_cli(
+        header,
+        protocol=protocol,
+        timeout=timeout,
+        retries=retries,
+        rate_limit=rate_limit,
+        input_type=input_type,
+        input_layout=input_layout,
+        input_scale=input_scale,
+        output=output,
+        batch_size=batch_size,
+    )
+    suspect = build_oracle(model, onnx, url, remote, None, device)
     oracle = VerifierOracle(
         suspect,
         cover_images(str(k.params.get("dataset") or ""), cover_data, data_dir, k.input_shape)
@@ -655,6 +682,22 @@ def serve(
     name: Annotated[
         str | None, typer.Option(help="model name in TF-Serving/KServe URLs (default: the run folder's name)")
     ] = None,
+    input_layout: Annotated[
+        InputLayout,
+        typer.Option(
+            help="image layout of the tf-serving and kserve-v2 endpoints (auto: tf-serving nhwc, "
+            "kserve-v2 nchw; the nnmark endpoint is always nchw floats in [0, 1])"
+        ),
+    ] = InputLayout.auto,
+    input_scale: Annotated[
+        InputScale, typer.Option(help="float values the tf-serving and kserve-v2 endpoints take (auto: 0-1)")
+    ] = InputScale.auto,
+    input_type: Annotated[
+        ServeInputType,
+        typer.Option(help="number type of the tf-serving and kserve-v2 endpoints (uint8: pixels 0-255)"),
+    ] = ServeInputType.float32,
+    max_batch: Annotated[int, typer.Option(help="most inputs in one request (more: HTTP 413)")] = 1024,
+    max_body_mb: Annotated[float, typer.Option(help="largest request body in MiB (larger: HTTP 413)")] = 32.0,
     data_dir: DataDir = None,
     seed: Seed = 0,
 ) -> None:
@@ -682,6 +725,11 @@ def serve(
         announce=announce,
         name=name,
         output=output.value,
+        input_layout=None if input_layout is InputLayout.auto else input_layout.value,
+        input_scale="0-1" if input_scale is InputScale.auto else input_scale.value,
+        input_dtype=input_type.value,
+        max_batch=max_batch,
+        max_body_bytes=max(1, int(max_body_mb * 2**20)),
         data_dir=data_dir,
         seed=seed,
         progress=True,

@@ -1,98 +1,90 @@
 """A suspect model behind a prediction API: ``HttpOracle(url, protocol=...)``.
 
-Three wire protocols (``url`` is what the user would paste; a trailing ``/predict``, ``:predict``
-or ``/infer`` is accepted and ignored):
+This module is the transport only (HTTP, retries, timeouts, a rate limit, headers); what the
+bodies hold is the protocol's codec in :mod:`nnmark.wire` (``nnmark``, ``tf-serving``,
+``kserve-v2``), the same code ``nnmark serve`` answers with. ``url`` is what the user would
+paste; a trailing ``/predict``, ``:predict`` or ``/infer`` is accepted and ignored.
 
-``nnmark``
-    ``url`` is the server's root (``http://HOST:PORT``, what ``nnmark serve`` prints).
-    ``GET {url}/info`` → ``{"input_shape": [C, H, W], "num_classes": K, ...}``;
-    ``POST {url}/predict`` with ``{"inputs": N×C×H×W nested floats}`` →
-    ``{"logits": N×K}`` (or ``"probabilities"``, or ``"labels"``: N class indices).
-    Carries any float value, so null-embedding keys (±λ) pass unchanged.
+How inputs travel (:class:`~nnmark.wire.Encoding`), each from the user, else from what the
+server declares in its metadata, else from the protocol's default:
 
-``tf-serving``
-    TensorFlow Serving's REST API; ``url`` is the model's URL,
-    ``http://HOST:8501/v1/models/NAME`` (or ``.../versions/V``).
-    ``GET {url}/metadata`` (signature, dtypes, shapes; optional) and
-    ``POST {url}:predict`` with ``{"instances": [...]}`` → ``{"predictions": [...]}``.
+* **layout**: N×C×H×W or N×H×W×C. TF-Serving's default is TensorFlow's convention, N×H×W×C;
+  nnmark and KServe v2 default to N×C×H×W. A declared input shape decides when it tells
+  channels from pixels (a last axis of 1, 3 or 4).
+* **number type**: float32, or uint8 pixels 0–255 (``carry_floats=False``; metadata declaring
+  ``DT_UINT8`` / ``UINT8`` picks it). Inputs outside [0, 1] cannot travel as uint8 and are
+  **refused** before any query is sent or counted, never clipped (a clipped key is another key).
+  Key images are multiples of 1/255 and pass exactly.
+* **scale**: float values in [0, 1] or 0–255 (``input_scale="0-255"``, for models that divide
+  by 255 themselves).
 
-``kserve-v2``
-    The KServe / Triton "open inference protocol" v2; ``url`` is the model's URL,
-    ``http://HOST:8080/v2/models/NAME``. ``GET {url}`` (metadata; optional) and
-    ``POST {url}/infer`` with ``{"inputs": [{"name", "shape", "datatype", "data"}]}`` →
-    ``{"outputs": [{"name", "shape", "datatype", "data"}]}`` (data flat, row-major).
+``carries_any_value`` is False when pixels travel as uint8.
 
-Pixel values. nnmark inputs are float32 in [0, 1]. Models deployed with TF-Serving or KServe
-often take **uint8 pixels 0–255** instead. ``carry_floats`` says which:
-
-* ``True``: send the float values as they are (any value);
-* ``False``: send 0–255 integer pixels (``round(255·x)``). Inputs outside [0, 1] cannot be
-  represented and are **refused** with an NnmarkError before any query is sent or counted; they
-  are never clipped (a clipped key is another key). Keys made from images are multiples of
-  1/255, so they pass exactly; other values are rounded to the nearest level (logged).
-* ``None`` (default): the nnmark protocol carries floats; for TF-Serving and KServe the model's
-  metadata decides (``DT_UINT8`` / ``UINT8`` input → ``False``, otherwise ``True``).
-
-``carries_any_value`` follows: False when pixels travel as uint8.
-
-Layout. nnmark keys are N×C×H×W. Many TensorFlow models take N×H×W×C: ``channels_last=None``
-picks the layout the server declares (when it declares a shape), ``True``/``False`` force it.
+Outputs: ``output="auto"`` reads what the reply (or the metadata) says it holds: an output
+named ``labels`` / ``classes`` or integer class indices are labels, one named
+``probabilities`` or rows of non-negative numbers summing to 1 are probabilities, anything
+else is logits; ``output`` forces one of them. Labels become one-hot rows.
 
 Failures (server down, timeout, HTTP error, a reply that is not a prediction) end in one
-NnmarkError naming the URL and what to check. Connection errors, timeouts and HTTP 429/502/503/504
-are retried ``retries`` times with exponential backoff (``backoff``, 2·backoff, ... seconds, each
-at most 10 s; ``Retry-After`` is honoured up to the same cap); other errors are not retried.
-Queries are counted when a batch is sent, so a failed request still uses budget.
+NnmarkError naming the URL and what to check. Connection errors, timeouts and HTTP
+429/502/503/504 are retried ``retries`` times with exponential backoff (``backoff``,
+2·backoff, ... seconds, each at most 10 s; ``Retry-After`` is honoured up to the same cap);
+other errors are not retried. ``rate_limit`` caps the single inputs sent per second: requests,
+retries included, are spaced so that the average never exceeds it. ``in_flight`` requests may
+be outstanding at once (pipelining). Queries are counted when a batch is sent, so a failed
+request still uses budget.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
-import httpx
+import numpy as np
 import torch
 
+from nnmark import wire
 from nnmark.errors import NnmarkError
 from nnmark.oracle import Oracle
+from nnmark.wire import jsonio
+from nnmark.wire.base import OUTPUTS, Encoding, ModelInfo, WireError
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("nnmark", "tf-serving", "kserve-v2")
+PROTOCOLS = tuple(wire.names())
 TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
 MAX_WAIT_S = 10.0
-# Output names looked for, in this order, when a server returns several outputs.
-OUTPUT_NAMES = (
-    "logits",
-    "probabilities",
-    "probs",
-    "scores",
-    "predictions",
-    "output",
-    "output_0",
-    "labels",
-    "classes",
-)
+CHANNELS = (1, 3, 4)
 
 
 class HttpOracle(Oracle):
-    """Queries a model behind a prediction API (see the module docstring for the protocols).
+    """Queries a model behind a prediction API (see the module docstring).
 
     The constructor asks the server what it serves (input shape, classes, pixel type), so a wrong
     URL or a server that is down fails here, before any query.
 
     Args:
         url: the server (nnmark) or the model's URL (tf-serving, kserve-v2).
-        protocol: ``nnmark``, ``tf-serving`` or ``kserve-v2``.
+        protocol: a name in :func:`nnmark.wire.names`: ``nnmark``, ``tf-serving`` or ``kserve-v2``.
         budget: most single inputs to send (None: no limit).
         timeout: seconds to wait for each request.
         batch_size: inputs per request.
         carry_floats: send float values (True), uint8 pixels (False), or ask the server (None).
-        channels_last: send N×H×W×C (True), N×C×H×W (False), or follow the server (None).
+        input_layout: ``nchw`` or ``nhwc``; None: the server's declared shape, else the protocol's
+            default. ``channels_last`` (True/False) is the older spelling of the same.
+        input_scale: ``0-1`` or ``0-255`` for float values; None: 0–1 (uint8 is always 0–255).
+        output: ``auto``, ``labels``, ``probabilities`` or ``logits`` (what replies hold).
         retries: extra tries for transient failures; ``backoff``: first wait in seconds.
+        rate_limit: most single inputs per second (None: no limit).
+        in_flight: requests sent before the first answer is back (pipelining; 1: one at a time).
         headers: extra HTTP headers (e.g. ``{"Authorization": "Bearer ..."}``).
         transport: an httpx transport (tests, proxies); default: a real connection.
     """
@@ -107,68 +99,121 @@ class HttpOracle(Oracle):
         carry_floats: bool | None = None,
         *,
         channels_last: bool | None = None,
+        input_layout: str | None = None,
+        input_scale: str | None = None,
+        output: str = "auto",
         retries: int = 3,
         backoff: float = 0.5,
+        rate_limit: float | None = None,
+        in_flight: int = 2,
         headers: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        try:
+            import httpx
+        except ImportError as e:  # an optional extra once the serving parts are split out
+            raise NnmarkError("querying a prediction API needs httpx: pip install 'nnmark[serve]'") from e
+
         super().__init__(budget)
-        if protocol not in PROTOCOLS:
-            raise NnmarkError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        self.codec = wire.get(protocol)
         if not url.startswith(("http://", "https://")):
             raise NnmarkError(f"{url!r} is not an http(s) URL; give one such as http://127.0.0.1:8000")
-        if batch_size < 1:
-            raise NnmarkError(f"batch size must be at least 1, got {batch_size}")
+        if batch_size < 1 or in_flight < 1:
+            raise NnmarkError(
+                f"batch size and requests in flight must be at least 1, got {batch_size}, {in_flight}"
+            )
         if timeout <= 0 or retries < 0 or backoff < 0:
             raise NnmarkError("timeout must be positive, retries and backoff 0 or more")
+        if rate_limit is not None and rate_limit <= 0:
+            raise NnmarkError(f"the rate limit must be positive (queries per second), got {rate_limit}")
+        if output != "auto" and output not in OUTPUTS:
+            raise NnmarkError(f"unknown output {output!r}; choose auto, {', '.join(OUTPUTS)}")
+        if channels_last is not None and input_layout is None:
+            input_layout = "nhwc" if channels_last else "nchw"
+        if input_layout not in (None, "nchw", "nhwc"):
+            raise NnmarkError(f"unknown input layout {input_layout!r}; choose nchw or nhwc")
+        if input_scale not in (None, "0-1", "0-255"):
+            raise NnmarkError(f"unknown input scale {input_scale!r}; choose 0-1 or 0-255")
         self.protocol = protocol
-        self.url = _base_url(url, protocol)
+        self.url = self.codec.base_url(url)
+        self.predict_url = self.codec.predict_url(self.url)
+        self.meta_url = self.codec.metadata_url(self.url)
         self.timeout = float(timeout)
         self.batch_size = batch_size
+        self.in_flight = in_flight
         self.retries = retries
         self.backoff = backoff
+        self.rate_limit = rate_limit
+        self.output = output
+        self.output_kind: str | None = None if output == "auto" else output
+        self._next_send = 0.0
+        self._pace = threading.Lock()
+        self._http = httpx
         self._client = httpx.Client(
             timeout=self.timeout, headers=dict(headers or {}), transport=transport, follow_redirects=True
         )
-        if protocol == "nnmark":
-            self.predict_url, self.meta_url = self.url + "/predict", self.url + "/info"
-        elif protocol == "tf-serving":
-            self.predict_url, self.meta_url = self.url + ":predict", self.url + "/metadata"
-            if "/v1/models/" not in self.url:
-                log.warning(
-                    "%s does not look like a TF-Serving model URL (http://HOST:8501/v1/models/NAME)", self.url
-                )
-        else:
-            self.predict_url, self.meta_url = self.url + "/infer", self.url
-            if "/v2/models/" not in self.url:
-                log.warning(
-                    "%s does not look like a KServe v2 model URL (http://HOST:8080/v2/models/NAME)", self.url
-                )
+        if warning := self.codec.check_url(self.url):
+            log.warning("%s", warning)
         try:
-            self.metadata = self._fetch_metadata()
+            self.metadata, self.info = self._fetch_metadata()
         except BaseException:
             self._client.close()
             raise
-        self.input_shape: tuple[int, ...] | None = self.metadata.get("input_shape")
-        self.num_classes: int | None = self.metadata.get("num_classes")
-        self.input_name: str = self.metadata.get("input_name") or "input"
-        declared_uint8 = self.metadata.get("uint8")
+        if protocol == "nnmark" and (
+            carry_floats is False or input_scale not in (None, "0-1") or input_layout == "nhwc"
+        ):
+            raise NnmarkError(
+                "the nnmark protocol carries float32 N×C×H×W in [0, 1]; --input-type, --input-scale and "
+                "--input-layout are for tf-serving and kserve-v2"
+            )
+        self.input_name: str = self.info.input_name or "input"
+        self.num_classes: int | None = self.info.num_classes
+        dtype = self._dtype(carry_floats)
+        scale = input_scale or self.info.scale or ("0-255" if dtype == "uint8" else "0-1")
+        if dtype == "uint8" and scale != "0-255":
+            raise NnmarkError("uint8 pixels are 0-255; --input-scale 0-1 needs float inputs")
+        self._forced_layout = input_layout
+        layout = input_layout or self._declared_layout() or self.codec.default_layout
+        self.encoding = Encoding(layout, scale, dtype)
+        self.carry_floats = dtype == "float32"
+        self.carries_any_value = self.carry_floats
+        self.input_shape: tuple[int, ...] | None = self._chw(self.info.input_shape, layout)
+
+    def _dtype(self, carry_floats: bool | None) -> str:
+        declared = self.info.dtype
         if carry_floats is None:
-            carry_floats = not declared_uint8
-            if declared_uint8 is None and protocol != "nnmark":
+            if declared is None and self.protocol != "nnmark":
                 log.info(
-                    "%s declares no input type; sending floats in [0, 1] (carry_floats=False sends "
-                    "0-255 pixels)",
+                    "%s declares no input type; sending floats (carry_floats=False sends 0-255 pixels)",
                     self.url,
                 )
-        elif carry_floats and declared_uint8:
+            return declared or "float32"
+        if carry_floats and declared == "uint8":
             raise NnmarkError(
                 f"{self.url} declares uint8 inputs, so float values cannot be sent; "
                 "use carry_floats=False (--input-type uint8) or auto"
             )
-        self.carry_floats = bool(carry_floats)
-        self.carries_any_value = self.carry_floats
-        self.channels_last = channels_last
+        return "float32" if carry_floats else "uint8"
+
+    def _declared_layout(self) -> str | None:
+        """The layout the declared shape shows (channels axis of 1, 3 or 4 at one end only)."""
+        if self.info.layout is not None:
+            return self.info.layout
+        shape = self.info.input_shape
+        if shape is None or len(shape) != 3:
+            return None
+        first, last = shape[0] in CHANNELS, shape[-1] in CHANNELS
+        if first and not last:
+            return "nchw"
+        if last and not first:
+            return "nhwc"
+        return None
+
+    @staticmethod
+    def _chw(shape: tuple[int, ...] | None, layout: str) -> tuple[int, ...] | None:
+        if shape is None or len(shape) != 3 or not all(d > 0 for d in shape):
+            return None
+        return shape if layout == "nchw" else (shape[2], shape[0], shape[1])
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -182,7 +227,8 @@ class HttpOracle(Oracle):
         self.close()
 
     def __repr__(self) -> str:
-        return f"HttpOracle({self.url!r}, protocol={self.protocol!r}, carry_floats={self.carry_floats})"
+        e = self.encoding
+        return f"HttpOracle({self.url!r}, protocol={self.protocol!r}, {e.layout}, {e.dtype} {e.scale})"
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -198,64 +244,64 @@ class HttpOracle(Oracle):
                     f"(these inputs span [{xf.min().item():.3g}, {xf.max().item():.3g}]); they are refused, "
                     "not clipped: verify this key through a float API, an ONNX file or the model"
                 )
+            self._check_shape(tuple(x.shape[1:]))
         return super().scores(x)
 
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.scores(x)
+        if self.output_kind == "logits":
+            return torch.softmax(s, dim=1)
+        if self.output_kind in ("probabilities", "labels"):
+            return s
+        if s.numel() and torch.all(s >= 0) and torch.allclose(s.sum(1), torch.ones(len(s)), atol=1e-3):
+            return s
+        return torch.softmax(s, dim=1)
+
+    def _check_shape(self, chw: tuple[int, ...]) -> None:
+        """The key's C×H×W against what the server declares, in the layout in use."""
+        declared = self.info.input_shape
+        if declared is None or not all(d > 0 for d in declared):
+            return
+        c, h, w = chw
+        if declared == self.encoding.wire_shape((c, h, w)):
+            return
+        if self._forced_layout is None and self.info.layout is None and declared == (h, w, c):
+            self.encoding = Encoding("nhwc", self.encoding.scale, self.encoding.dtype)
+            return
+        if self._forced_layout is None and self.info.layout is None and declared == (c, h, w):
+            self.encoding = Encoding("nchw", self.encoding.scale, self.encoding.dtype)
+            return
+        raise NnmarkError(
+            f"the key's inputs are {c}×{h}×{w} ({self.encoding.layout}: "
+            f"{'×'.join(map(str, self.encoding.wire_shape((c, h, w))))}) but {self.url} takes "
+            f"{'×'.join(map(str, declared))}; this key is for another kind of model, or give --input-layout"
+        )
+
     def _predict(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.detach().to("cpu", torch.float32)
-        channels_last = self._layout(tuple(x.shape[1:]))
-        outs = []
-        for chunk in x.split(self.batch_size):
-            wire = chunk.permute(0, 2, 3, 1).contiguous() if channels_last else chunk
-            payload = self._request_body(wire)
-            reply = self._post_json(payload)
-            outs.append(self._parse_reply(reply, len(chunk)))
+        arr = x.detach().to("cpu", torch.float32).numpy()
+        chunks = [arr[start : start + self.batch_size] for start in range(0, len(arr), self.batch_size)]
+        if self.in_flight > 1 and len(chunks) > 1:
+            # the next batch is encoded and sent while the server answers this one
+            with ThreadPoolExecutor(min(self.in_flight, len(chunks))) as pool:
+                outs = list(pool.map(self._ask, chunks))
+        else:
+            outs = [self._ask(chunk) for chunk in chunks]
         width = max(o.shape[1] for o in outs)
         if any(o.shape[1] != width for o in outs):  # one-hot labels of different widths
             outs = [torch.nn.functional.pad(o, (0, width - o.shape[1])) for o in outs]
         return torch.cat(outs)
 
-    def _layout(self, shape: tuple[int, ...]) -> bool:
-        """True to send N×H×W×C. Checks the key's shape against what the server declares."""
-        c, h, w = shape
-        declared = self.input_shape
-        if declared is not None and all(d > 0 for d in declared):
-            if self.channels_last is not True and declared == (c, h, w):
-                return False
-            if self.channels_last is not False and declared == (h, w, c):
-                return True
-            raise NnmarkError(
-                f"the key's inputs are {c}×{h}×{w} but {self.url} takes {'×'.join(map(str, declared))}; "
-                "this key is for another kind of model"
-            )
-        return bool(self.channels_last)
+    def _ask(self, chunk: np.ndarray) -> torch.Tensor:
+        """One request: encode ``chunk``, send it, decode the reply into N×K scores."""
+        try:
+            sent = wire.to_wire(chunk, self.encoding)
+        except WireError as e:
+            raise NnmarkError(f"{self.url}: {e.message}") from e
+        body = self.codec.encode_request(sent, self.encoding, self.info)
+        reply = self._post_json(body, len(chunk))
+        return self._to_scores(reply, len(chunk))
 
-    def _values(self, x: torch.Tensor) -> list[Any]:
-        if self.carry_floats:
-            return list(x.tolist())
-        pixels = x * 255.0
-        levels = pixels.round()
-        off = (pixels - levels).abs().max().item() if pixels.numel() else 0.0
-        if off > 0.01:
-            log.info("rounded inputs to 0-255 pixel levels (up to %.2f of a level)", off)
-        return list(levels.to(torch.int64).tolist())
-
-    def _request_body(self, x: torch.Tensor) -> dict[str, Any]:
-        if self.protocol == "nnmark":
-            return {"inputs": self._values(x)}
-        if self.protocol == "tf-serving":
-            return {"instances": self._values(x)}
-        return {
-            "inputs": [
-                {
-                    "name": self.input_name,
-                    "shape": list(x.shape),
-                    "datatype": "FP32" if self.carry_floats else "UINT8",
-                    "data": self._values(x.reshape(-1)),
-                }
-            ]
-        }
-
-    # -- parsing replies ----------------------------------------------------------------------
+    # -- replies ------------------------------------------------------------------------------
 
     def _malformed(self, why: str) -> NnmarkError:
         return NnmarkError(
@@ -263,102 +309,86 @@ class HttpOracle(Oracle):
             "check --protocol and that the URL points at the model"
         )
 
-    def _parse_reply(self, reply: Any, n: int) -> torch.Tensor:
-        if not isinstance(reply, dict):
-            raise self._malformed("not a JSON object")
-        if self.protocol == "nnmark":
-            for name in ("logits", "probabilities", "labels"):
-                if name in reply:
-                    return self._as_scores(reply[name], n, labels=name == "labels")
-            raise self._malformed("no 'logits', 'probabilities' or 'labels'")
-        if self.protocol == "tf-serving":
-            if "predictions" in reply:
-                return self._tf_rows(reply["predictions"], n)
-            if "outputs" in reply:  # columnar replies
-                outputs = reply["outputs"]
-                if isinstance(outputs, dict):
-                    name = _pick(list(outputs))
-                    return self._as_scores(outputs[name], n, labels=name in ("labels", "classes"))
-                return self._as_scores(outputs, n)
-            if "error" in reply:
-                raise NnmarkError(f"{self.predict_url} answered an error: {_one_line(str(reply['error']))}")
-            raise self._malformed("no 'predictions'")
-        outputs = reply.get("outputs")
-        if not isinstance(outputs, list) or not outputs or not all(isinstance(o, dict) for o in outputs):
-            raise self._malformed("no 'outputs' list")
-        by_name = {str(o.get("name", i)): o for i, o in enumerate(outputs)}
-        out = by_name[_pick(list(by_name))]
-        data, shape = out.get("data"), out.get("shape")
+    def _to_scores(self, body: Any, n: int) -> torch.Tensor:
         try:
-            t = torch.tensor(data, dtype=torch.float64)
-            if shape is not None:
-                t = t.reshape([int(s) for s in shape])
-            elif t.ndim == 1 and len(t) != n and n and len(t) % n == 0:
-                t = t.reshape(n, -1)  # flat scores without a shape
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise self._malformed(f"output data does not fit its shape {shape}: {e}") from e
-        integer = str(out.get("datatype", "")).upper().startswith(("INT", "UINT"))
-        is_labels = t.ndim == 1 or (integer and t.ndim == 2 and t.shape[1] == 1)
-        return self._as_scores(t, n, labels=is_labels)
-
-    def _tf_rows(self, rows: Any, n: int) -> torch.Tensor:
-        if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
-            name = _pick(list(rows[0]))
-            try:
-                rows = [r[name] for r in rows]
-            except KeyError as e:
-                raise self._malformed(f"output {name!r} missing from some predictions") from e
-            return self._as_scores(rows, n, labels=name in ("labels", "classes"))
-        return self._as_scores(rows, n)
-
-    def _as_scores(self, data: Any, n: int, labels: bool = False) -> torch.Tensor:
-        try:
-            t = data if isinstance(data, torch.Tensor) else torch.tensor(data, dtype=torch.float64)
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise self._malformed(f"the scores are not a rectangular array of numbers: {e}") from e
-        if labels or t.ndim == 1:
+            reply = self.codec.decode_reply(body, n)
+        except WireError as e:
+            if e.status == 502:  # the server said what went wrong
+                raise NnmarkError(f"{self.predict_url}: {e.message}") from e
+            raise self._malformed(e.message) from e
+        t = reply.values
+        if t.dtype == object or not np.issubdtype(t.dtype, np.number):
+            raise self._malformed("the scores are not numbers")
+        kind = self.output_kind or reply.kind or self.info.output or _guess_kind(t)
+        if self.output_kind is None:
+            self.output_kind = kind
+            log.info("%s answers %s", self.url, kind)
+        if t.ndim == 2 and t.shape[1] == 1 and kind == "labels":
             t = t.reshape(-1)
-            if len(t) != n:
-                raise self._malformed(f"{len(t)} answers for {n} inputs")
-            if not torch.all(t == t.round()) or (len(t) and t.min() < 0):
-                raise self._malformed("labels are not class indices")
-            idx = t.to(torch.int64)
-            width = max(self.num_classes or 0, int(idx.max().item()) + 1 if len(idx) else 1)
-            return torch.nn.functional.one_hot(idx, width).to(torch.float32)
+        if kind == "labels" and t.ndim == 2 and t.shape[0] == n and t.shape[1] > 1:
+            # labels were asked for: the top class of each row, as wide as the rows were
+            return self._one_hot(t.argmax(1).astype(np.float64), n, t.shape[1])
+        if t.ndim == 1:
+            return self._one_hot(t, n)
         t = t.reshape(t.shape[0], -1) if t.ndim > 2 else t
-        if t.shape[0] != n:
-            raise self._malformed(f"{t.shape[0]} answers for {n} inputs")
+        if t.ndim != 2 or t.shape[0] != n:
+            raise self._malformed(f"{t.shape[0] if t.ndim else 0} answers for {n} inputs")
         if t.shape[1] == 0:
             raise self._malformed("empty scores")
-        return t.to(torch.float32)
+        if not np.isfinite(t).all():
+            raise self._malformed("scores hold NaN or infinite values")
+        return torch.from_numpy(np.ascontiguousarray(t, dtype=np.float32))
+
+    def _one_hot(self, t: np.ndarray, n: int, classes: int = 0) -> torch.Tensor:
+        if len(t) != n:
+            raise self._malformed(f"{len(t)} answers for {n} inputs")
+        if not np.isfinite(t).all() or not np.array_equal(t, np.rint(t)) or (len(t) and t.min() < 0):
+            raise self._malformed("labels are not class indices")
+        idx = torch.from_numpy(t.astype(np.int64))
+        width = max(classes, self.num_classes or 0, int(idx.max().item()) + 1 if len(idx) else 1)
+        return torch.nn.functional.one_hot(idx, width).to(torch.float32)
 
     # -- HTTP ---------------------------------------------------------------------------------
 
-    def _post_json(self, payload: dict[str, Any]) -> Any:
+    def _post_json(self, payload: dict[str, Any], n: int) -> Any:
         try:
-            body = json.dumps(payload, allow_nan=False, separators=(",", ":")).encode()
+            body = jsonio.dumps(payload)
         except ValueError as e:
             raise NnmarkError("inputs contain NaN or infinite values; they cannot be sent as JSON") from e
-        r = self._send("POST", self.predict_url, body)
+        r = self._send("POST", self.predict_url, body, n)
         if r.status_code >= 300:
             raise self._status_error(r, self.predict_url)
         try:
-            return r.json()
+            return jsonio.loads(r.content)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise self._malformed(f"not JSON: {_one_line(r.text[:80])!r}") from e
 
-    def _send(self, method: str, url: str, body: bytes | None = None) -> httpx.Response:
+    def _wait_for_rate(self, n: int) -> None:
+        """Space requests so that at most ``rate_limit`` inputs go out per second on average."""
+        if self.rate_limit is None or n == 0:
+            return
+        with self._pace:
+            now = time.monotonic()
+            start = max(now, self._next_send)
+            self._next_send = start + n / self.rate_limit
+        if start > now:
+            time.sleep(start - now)
+
+    def _send(self, method: str, url: str, body: bytes | None = None, n: int = 0) -> httpx.Response:
+        """One request with retries; each try of ``n`` inputs counts against the rate limit."""
+        httpx = self._http
         delay = self.backoff
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             wait = min(delay, MAX_WAIT_S)
+            self._wait_for_rate(n)
             try:
                 r = self._client.request(
                     method, url, content=body, headers={"Content-Type": "application/json"} if body else None
                 )
             except httpx.TimeoutException as e:
                 problem = f"no answer within {self.timeout:g} s ({e.__class__.__name__})"
-                hint = "check that the server is up and not overloaded, or raise the timeout"
+                hint = "check that the server is up and not overloaded, or raise --timeout"
             except httpx.ConnectError:
                 problem = "cannot connect"
                 hint = "check that the server is running and that the host, port and scheme are right"
@@ -387,127 +417,66 @@ class HttpOracle(Oracle):
         msg = _server_message(r)
         code = r.status_code
         if code == 404:
-            hint = (
-                "check the URL and --protocol (nnmark: http://HOST:PORT, tf-serving: "
-                "http://HOST:8501/v1/models/NAME, kserve-v2: http://HOST:8080/v2/models/NAME)"
-            )
+            hints = ", ".join(f"{n}: {wire.get(n).url_hint}" for n in PROTOCOLS)
+            hint = f"check the URL and --protocol ({hints})"
         elif code in (401, 403):
-            hint = "the server refuses these queries (authentication, or a query-rejection defense)"
+            hint = "the server refuses these queries (authentication: --header, or a query-rejection defense)"
         elif code == 413:
             hint = "the server takes smaller requests; lower the batch size"
+        elif code == 429:
+            hint = "the server limits the query rate; lower --rate-limit or raise --retries"
         elif code in (400, 415, 422):
-            hint = "the server refuses these inputs; check --protocol, --input-type and the key's model"
+            hint = (
+                "the server refuses these inputs; check --protocol, --input-type, --input-layout, "
+                "--input-scale and the key's model"
+            )
         elif code >= 500:
             hint = "the server failed; check its logs"
         else:
             hint = "check the URL and --protocol"
         return NnmarkError(f"{url} answered HTTP {code}{': ' + msg if msg else ''}; {hint}")
 
-    def _fetch_metadata(self) -> dict[str, Any]:
-        """What the server declares: input_shape (no batch axis), num_classes, uint8, input_name."""
+    def _fetch_metadata(self) -> tuple[dict[str, Any], ModelInfo]:
+        """The server's metadata document and what it declares (empty where it publishes none)."""
+        required = self.protocol == "nnmark"
         r = self._send("GET", self.meta_url)
         if r.status_code >= 300:
-            if self.protocol == "nnmark":
+            if required:
                 raise self._status_error(r, self.meta_url)
-            log.info("%s answered HTTP %d; no metadata, going on without", self.meta_url, r.status_code)
-            return {}
+            log.info(
+                "%s answered HTTP %d; no metadata, using the protocol's defaults",
+                self.meta_url,
+                r.status_code,
+            )
+            return {}, ModelInfo()
         try:
             meta = r.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            if self.protocol == "nnmark":
+            if required:
                 raise NnmarkError(
                     f"{self.meta_url} is not an nnmark server (its reply is not JSON); "
                     "check the URL and --protocol"
                 ) from e
-            return {}
+            return {}, ModelInfo()
         try:
-            if self.protocol == "nnmark":
-                return _nnmark_meta(meta)
-            if self.protocol == "tf-serving":
-                return _tf_meta(meta)
-            return _kserve_meta(meta)
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-            if self.protocol == "nnmark":
+            return meta, self.codec.decode_metadata(meta)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, StopIteration) as e:
+            if required:
                 raise NnmarkError(
                     f"{self.meta_url} is not an nnmark server ({e.__class__.__name__} in its "
                     "reply); check the URL and --protocol"
                 ) from e
-            log.info("unreadable metadata from %s (%s); going on without", self.meta_url, e)
-            return {}
+            log.info("unreadable metadata from %s (%s); using the protocol's defaults", self.meta_url, e)
+            return meta if isinstance(meta, dict) else {}, ModelInfo()
 
 
-def _base_url(url: str, protocol: str) -> str:
-    url = url.strip().rstrip("/")
-    suffixes = {
-        "nnmark": ("/predict", "/info"),
-        "tf-serving": (":predict", "/metadata"),
-        "kserve-v2": ("/infer",),
-    }[protocol]
-    for s in suffixes:
-        if url.endswith(s):
-            return url[: -len(s)].rstrip("/")
-    return url
-
-
-def _pick(names: list[str]) -> str:
-    if len(names) == 1:
-        return names[0]
-    for want in OUTPUT_NAMES:
-        if want in names:
-            return want
-    return names[0]
-
-
-def _shape(dims: Any) -> tuple[int, ...]:
-    return tuple(int(d) for d in dims)
-
-
-def _nnmark_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    shape = _shape(meta["input_shape"])
-    if len(shape) != 3:
-        raise ValueError("input_shape")
-    return {
-        "input_shape": shape,
-        "num_classes": int(meta["num_classes"]),
-        "uint8": False,
-        "input_name": "inputs",
-    }
-
-
-def _tf_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    sigs = meta["metadata"]["signature_def"]["signature_def"]
-    sig = sigs.get("serving_default") or next(iter(sigs.values()))
-    inputs = sig["inputs"]
-    name, spec = next(iter(inputs.items()))
-    out: dict[str, Any] = {"input_name": name, "uint8": spec.get("dtype") == "DT_UINT8"}
-    dims = spec.get("tensor_shape", {}).get("dim")
-    if dims and len(inputs) == 1:
-        shape = _shape(d["size"] for d in dims)
-        if len(shape) == 4:
-            out["input_shape"] = shape[1:]
-    outputs = sig.get("outputs", {})
-    if outputs:
-        ospec = outputs[_pick(list(outputs))]
-        odims = ospec.get("tensor_shape", {}).get("dim")
-        if odims and int(odims[-1]["size"]) > 0:
-            out["num_classes"] = int(odims[-1]["size"])
-    return out
-
-
-def _kserve_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    inp = meta["inputs"][0]
-    uint8 = str(inp.get("datatype", "")).upper() == "UINT8"
-    out: dict[str, Any] = {"input_name": str(inp["name"]), "uint8": uint8}
-    shape = _shape(inp.get("shape", []))
-    if len(shape) == 4 and len(meta["inputs"]) == 1:
-        out["input_shape"] = shape[1:]
-    outputs = meta.get("outputs") or []
-    if outputs:
-        by_name = {str(o["name"]): o for o in outputs}
-        oshape = _shape(by_name[_pick(list(by_name))].get("shape", []))
-        if len(oshape) == 2 and oshape[-1] > 0:
-            out["num_classes"] = oshape[-1]
-    return out
+def _guess_kind(t: np.ndarray) -> str:
+    """labels (integer indices), probabilities (rows summing to 1) or logits, from the values."""
+    if t.ndim == 1 or (t.ndim == 2 and t.shape[1] == 1):
+        return "labels"
+    if t.ndim == 2 and t.size and t.min() >= 0 and np.allclose(t.sum(1), 1.0, atol=1e-3):
+        return "probabilities"
+    return "logits"
 
 
 def _retry_after(r: httpx.Response) -> float | None:
