@@ -104,11 +104,15 @@ def attack_run(
     drawn = draw_attacker_data(dataset, attacker_fraction, config.seed, other)
     share = drawn.data
     try:
-        recorded = owner_recipe(load_metrics(model_run))
+        run_metrics = load_metrics(model_run)
     except NnmarkError:
-        recorded = {}
+        run_metrics = {}
+    recorded = owner_recipe(run_metrics)
     if recorded:
         config = replace(config, **recorded)
+    owner_epochs = run_metrics.get("epochs")
+    if isinstance(owner_epochs, int) and owner_epochs >= 1:
+        config = replace(config, epochs=owner_epochs)  # attacks that train from scratch copy it (distill)
     victim_file = Path(model_run) / MODEL_FILE
     victim_sha = hashlib.sha256(victim_file.read_bytes()).hexdigest()
     victim = load_model(model_run)
@@ -163,7 +167,7 @@ def attack_run(
                 else "attacker's (nnmark defaults / --set)",
                 **{
                     f: getattr(config, f)
-                    for f in ("optimizer", "lr", "batch_size", "momentum", "weight_decay")
+                    for f in ("optimizer", "lr", "batch_size", "momentum", "weight_decay", "epochs")
                 },
             },
             "victim_model_sha256": victim_sha,
