@@ -51,7 +51,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import Tensor, nn
 
-from nnmark.attacks.query.defenses import register_defense
+from nnmark.attacks.query.defenses import QUERY_ATTACKS, register_defense
 from nnmark.errors import NnmarkError
 from nnmark.io import atomic_write_bytes
 from nnmark.oracle import Oracle, TorchOracle
@@ -422,6 +422,9 @@ class QueryModification(Oracle):
         qm.autoencoder = ae.eval()
         qm.tau_rec, qm.tau_jsd = float(config["tau_rec"]), float(config["tau_jsd"])
         return qm
+
+
+QUERY_ATTACKS.register(QueryModification.name)(QueryModification)
 
 
 @register_defense("autoencoder")

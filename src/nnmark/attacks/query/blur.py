@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from nnmark.attacks.query.defenses import register_defense
+from nnmark.attacks.query.defenses import QUERY_ATTACKS, register_defense
 from nnmark.attacks.query.preprocess import Preprocessed, PreprocessParams
 from nnmark.oracle import Oracle
 
@@ -40,6 +40,9 @@ class Blur(Preprocessed):
         pad = size // 2
         mode = "reflect" if min(x.shape[2:]) > pad else "replicate"
         return F.conv2d(F.pad(x, (pad, pad, pad, pad), mode=mode), k, groups=c)
+
+
+QUERY_ATTACKS.register(Blur.name)(Blur)
 
 
 @register_defense("blur")

@@ -30,6 +30,9 @@ DefenseFactory = Callable[..., Oracle]
 
 DEFENSES: Registry[DefenseFactory] = Registry("defense")
 
+#: the wrapper classes, for ``nnmark list attacks`` (each has ``describe()`` and ``parameter_table()``)
+QUERY_ATTACKS: Registry[Any] = Registry("query attack")
+
 
 def register_defense(name: str) -> Callable[[DefenseFactory], DefenseFactory]:
     """Decorator: register an oracle-wrapper factory under ``name``."""

@@ -13,7 +13,7 @@ from PIL import Image
 from pydantic import Field
 from torch import Tensor
 
-from nnmark.attacks.query.defenses import register_defense
+from nnmark.attacks.query.defenses import QUERY_ATTACKS, register_defense
 from nnmark.attacks.query.preprocess import Preprocessed, PreprocessParams
 from nnmark.oracle import Oracle
 
@@ -40,6 +40,9 @@ class Jpeg(Preprocessed):
             t = torch.from_numpy(back.copy())
             out.append(t[None] if t.dim() == 2 else t.permute(2, 0, 1))
         return torch.stack(out).float() / 255
+
+
+QUERY_ATTACKS.register(Jpeg.name)(Jpeg)
 
 
 @register_defense("jpeg")

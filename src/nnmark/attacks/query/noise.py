@@ -10,7 +10,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from nnmark.attacks.query.defenses import register_defense
+from nnmark.attacks.query.defenses import QUERY_ATTACKS, register_defense
 from nnmark.attacks.query.preprocess import Preprocessed, PreprocessParams
 from nnmark.oracle import Oracle
 
@@ -30,6 +30,9 @@ class Noise(Preprocessed):
         assert isinstance(p, NoiseParams)
         noisy = x + p.std * torch.randn(x.shape, generator=self.gen)
         return noisy.clamp(0, 1) if p.clip else noisy
+
+
+QUERY_ATTACKS.register(Noise.name)(Noise)
 
 
 @register_defense("noise")

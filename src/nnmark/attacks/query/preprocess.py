@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from nnmark.oracle import Oracle
@@ -22,7 +22,7 @@ from nnmark.registry import validate_params
 class PreprocessParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    clip: bool = True
+    clip: bool = Field(True, description="clip inputs to [0, 1] first, as an image pipeline does")
 
 
 class Preprocessed(Oracle):
@@ -37,6 +37,15 @@ class Preprocessed(Oracle):
         self.params = validate_params(self.Params, params, f"defense {self.name}")
         self.gen = torch.Generator().manual_seed(seed)
         self.carries_any_value = getattr(inner, "carries_any_value", True)
+
+    @classmethod
+    def describe(cls) -> str:
+        doc = (cls.__doc__ or cls.name).strip().splitlines()[0]
+        return f"{doc} (oracle -> oracle: defense {cls.name!r}, nnmark.attacks.defenses)"
+
+    @classmethod
+    def parameter_table(cls) -> list[tuple[str, str, str]]:
+        return [(n, repr(f.default), f.description or "") for n, f in cls.Params.model_fields.items()]
 
     def transform(self, x: Tensor) -> Tensor:
         raise NotImplementedError

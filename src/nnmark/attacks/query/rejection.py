@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from nnmark.attacks.query.autoencoder import DetectionStats, QueryModification
-from nnmark.attacks.query.defenses import register_defense
+from nnmark.attacks.query.defenses import QUERY_ATTACKS, register_defense
 from nnmark.errors import NnmarkError
 from nnmark.oracle import Oracle
 
@@ -36,6 +36,17 @@ class QueryRejection(Oracle):
         self.stats = DetectionStats()
         self.carries_any_value = detector.carries_any_value
 
+    @classmethod
+    def describe(cls) -> str:
+        return (
+            "Query rejection: queries Namba's autoencoder detector flags get a random label "
+            "(oracle -> oracle: defense 'rejection', nnmark.attacks.defenses)."
+        )
+
+    @classmethod
+    def parameter_table(cls) -> list[tuple[str, str, str]]:
+        return QueryModification.parameter_table()
+
     def _predict(self, x: Tensor) -> Tensor:
         info = self.detector.inspect(x)
         scores = info.scores
@@ -47,6 +58,9 @@ class QueryRejection(Oracle):
         random_labels = torch.randint(0, scores.shape[1], (len(x),), generator=self.gen)
         refusal = torch.nn.functional.one_hot(random_labels, scores.shape[1]).float()
         return torch.where(flagged[:, None], refusal, scores)
+
+
+QUERY_ATTACKS.register(QueryRejection.name)(QueryRejection)
 
 
 @register_defense("rejection")
