@@ -90,3 +90,39 @@ def test_the_owner_recipe_in_metrics_is_used(
         settings={"epochs": 1, "optimizer": "adam", "lr": 0.01}, attacker_fraction=0.05, progress=False,
     ).metrics  # fmt: skip
     assert written_default["optimizer"] == "adam" and written_default["lr"] == 0.01
+
+
+@pytest.mark.parametrize("temperature", [2.0, 20.0])
+def test_ew_layers_are_recovered_exactly(temperature: float, label_change_run: Path) -> None:
+    from torch import nn
+
+    from nnmark.attacks.ew_inplace import ew_in_place
+
+    model = load_model(label_change_run)
+    before = {
+        n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)
+    }
+    with ew_in_place(model, temperature):
+        inside = {n: m.weight.detach().clone() for n, m in model.named_modules() if n in before}
+        theta = next(p for n, p in model.named_parameters() if n.endswith("original"))
+        assert theta.requires_grad  # training updates θ, seen through EW(θ, T)
+    for n, w in before.items():
+        assert torch.allclose(inside[n], w, atol=1e-6)  # the EW layer over θ computes the stored weights
+        assert torch.allclose(dict(model.named_modules())[n].weight, w, atol=1e-6)  # folded back
+    assert not any("original" in n for n, _ in model.named_parameters())
+
+
+def test_finetune_through_ew_layers(label_change_run: Path, owner_data: ImageDataset) -> None:
+    share = attacker_data(owner_data, 0.1, seed=0).data
+    victim = load_model(label_change_run)
+    plain = ATTACKS.get("finetune")(epochs=1)(
+        victim, load_spec(label_change_run), share, TrainConfig(seed=0), False
+    )
+    ew = ATTACKS.get("finetune")(epochs=1, ew=2.0)(
+        victim, load_spec(label_change_run), share, TrainConfig(seed=0), False
+    )
+    assert set(ew.state_dict()) == set(victim.state_dict())  # an ordinary module again
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(plain.state_dict().values(), ew.state_dict().values(), strict=True)
+    )

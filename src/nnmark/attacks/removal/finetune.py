@@ -17,7 +17,9 @@ owner's recipe (read from the run's ``metrics.json`` by ``nnmark attack``; nnmar
 recipe — Adam 1e-3, batch 64 — for runs that do not record one), and the learning rate is the
 owner's *last* one: lr for a constant schedule, lr × 0.01 after nnmark's ``step`` schedule, and,
 nnmark's choice, lr × 0.01 after ``cosine`` (whose last rate is 0, which would not train).
-``optimizer="adam"|"sgd"`` with ``lr`` / ``batch_size`` gives another set-up.
+``optimizer="adam"|"sgd"`` with ``lr`` / ``batch_size`` gives another set-up. ``ew=T`` retrains
+the model with its exponential-weighting layers in place (:mod:`nnmark.attacks.ew_inplace`), as
+Namba's thief retrains the distributed f_K.
 
 Defaults: ``mode`` ftal (Li's Fig. 5: all layers), ``epochs`` 100 (Li's Fig. 5). Adi's paper is
 not among nnmark's seeds; its modes are implemented as defined there, with Li's optimiser. In
@@ -35,6 +37,7 @@ from pydantic import Field
 from torch import nn
 
 from nnmark.attacks.base import AttackParams, RemovalAttack, register_attack
+from nnmark.attacks.ew_inplace import ew_in_place
 from nnmark.data.base import ImageDataset
 from nnmark.errors import NnmarkError
 from nnmark.training import TrainConfig, train
@@ -55,6 +58,11 @@ class FineTuneParams(AttackParams):
     )
     lr: float | None = Field(None, gt=0, description="learning rate (default: the owner's last one)")
     batch_size: int | None = Field(None, ge=1, description="batch size (default: the owner's)")
+    ew: float = Field(
+        0.0,
+        ge=0.0,
+        description="retrain through EW layers at this temperature (Namba's f_K; 0: plain layers)",
+    )
 
 
 def last_layer(model: nn.Module) -> nn.Module:
@@ -120,7 +128,10 @@ class FineTune(RemovalAttack):
                 q.requires_grad_(id(q) in head_params)
             frozen = _FrozenBatchNorm(model, head)
         try:
-            train(model, data.train_x, data.train_y, cfg, progress=progress, description=f"attack: {p.mode}")
+            with ew_in_place(model, p.ew):
+                train(
+                    model, data.train_x, data.train_y, cfg, progress=progress, description=f"attack: {p.mode}"
+                )
         finally:
             if frozen is not None:
                 frozen.remove()
@@ -132,5 +143,6 @@ class FineTune(RemovalAttack):
             "lr": cfg.lr,
             "batch_size": cfg.batch_size,
             "epochs": cfg.epochs,
+            "ew": p.ew,
         }
         return model.cpu().eval()
