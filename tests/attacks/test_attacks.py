@@ -32,7 +32,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "fine-prune": {"epochs": 1},
     "distill": {"epochs": 2},
     "transfer": {"epochs": 1, "recovery_epochs": 1},
-    "neural-cleanse": {"steps": 20},
+    "neural-cleanse": {"steps": 5, "batch_size": 16},
 }
 
 
