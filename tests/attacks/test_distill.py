@@ -119,3 +119,24 @@ def test_removed_units_stay_removed_through_retraining(
     attack = ATTACKS.get(name)(epochs=1)
     attacked = attack(load_model(content_run), load_spec(content_run), share, TrainConfig(), False)
     assert sum(removed_units(attacked).values()) >= attack.report["units_removed"] > 0
+
+
+def test_transfer_then_the_owner_recovers_the_outputs(
+    content_run: Path, owner_data: ImageDataset, tmp_path: Path
+) -> None:
+    # the student's task: held-out digits relabelled "which fifth of 0-9" (5 classes), a stand-in for
+    # Li's traffic-sign transfer (MNIST -> Fashion-MNIST where its files are present)
+    other = ImageDataset(
+        "digits-mod-5", owner_data.test_x[:600], owner_data.test_y[:600] // 2, owner_data.test_x[:0],
+        owner_data.test_y[:0], 5,
+    )  # fmt: skip
+    result = attack_run(
+        "transfer", content_run, tmp_path / "t", owner_data, TrainConfig(seed=0), attacker_data=other,
+        settings={"epochs": 3, "recovery_epochs": 1}, attacker_fraction=0.2,
+        keys=[content_run / "watermark.key"], progress=False,
+    )  # fmt: skip
+    metrics = read_json(tmp_path / "t" / "metrics.json", "metrics")
+    assert metrics["student_classes"] == 5 and metrics["student_accuracy"] > 0.4  # chance is 0.2
+    assert result.model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)  # the owner's outputs again
+    assert metrics["attacker_data"]["source"] == "digits-mod-5 training split"
+    assert metrics["verdicts"][0]["scheme"] == "zhang-content"

@@ -44,6 +44,8 @@ class RemovalAttack(Configurable, abc.ABC):
         #: the owner's keys, given only to attacks that tune against them as the papers' evaluators do
         #: (Namba's prune sweep picks the rate with the lowest watermark accuracy); never changed
         self.evaluator_keys: list[Key] = []
+        #: the owner's training data, for attacks that include an owner's step (transfer's recovery)
+        self.owner_data: ImageDataset | None = None
 
     def __call__(
         self,

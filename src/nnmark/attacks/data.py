@@ -42,8 +42,8 @@ def image_hashes(x: torch.Tensor) -> list[bytes]:
 
 @dataclass(frozen=True)
 class AttackerData:
-    """``data.train_*``: the attacker's images and labels; ``data.test_*``: the evaluation images,
-    none of which the attacker holds; ``info``: provenance for ``metrics.json``."""
+    """``data.train_*``: the attacker's images and labels (``num_classes``: their task's); ``data.test_*``:
+    the owner's evaluation images, none of which the attacker holds; ``info``: provenance."""
 
     data: ImageDataset
     info: dict[str, Any]
@@ -93,6 +93,8 @@ def attacker_data(
             f"{want} were asked (--attacker-fraction {fraction:g})"
         )
     data = replace(owner, train_x=att_x, train_y=att_y, test_x=eval_x, test_y=eval_y)
+    if other is not None and other.name != owner.name:  # the attacker's labels are the other task's
+        data = replace(data, num_classes=other.num_classes, class_names=other.class_names)
     info = {
         "source": source,
         "fraction_of_owner_training": fraction,

@@ -103,6 +103,7 @@ def attack_run(
     other = resolve_data(attacker_data, data_dir) if attacker_data is not None else None
     drawn = draw_attacker_data(dataset, attacker_fraction, config.seed, other)
     share = drawn.data
+    attack.owner_data = dataset
     try:
         run_metrics = load_metrics(model_run)
     except NnmarkError:
