@@ -20,10 +20,17 @@ def owner_data(mnist5k: ImageDataset) -> ImageDataset:
     return subset(mnist5k, 1000, 1000)
 
 
+#: runs made this session: each test module imports the fixtures (so pytest sees one fixture per
+#: module), but every run is embedded once
+_MADE: dict[str, Path] = {}
+
+
 @pytest.fixture(scope="session")
 def content_run(owner_data: ImageDataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """dnn1 with 40 zhang-content keys (target 0), watermark accuracy 1.0 after 4 epochs."""
-    out = tmp_path_factory.mktemp("attacks") / "content"
+    if "content" in _MADE:
+        return _MADE["content"]
+    out = _MADE["content"] = tmp_path_factory.mktemp("attacks") / "content"
     embed_run(
         "zhang-content", {"target": 0, "keys": 40}, owner_data, "dnn1", TrainConfig(epochs=4, seed=0), out,
         calibrate=0, key_seed=0, progress=False,
@@ -34,7 +41,9 @@ def content_run(owner_data: ImageDataset, tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture(scope="session")
 def label_change_run(owner_data: ImageDataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """dnn1 with Namba's 30 label-change keys, a weak watermark (about half the keys) after 6 epochs."""
-    out = tmp_path_factory.mktemp("attacks") / "label-change"
+    if "label-change" in _MADE:
+        return _MADE["label-change"]
+    out = _MADE["label-change"] = tmp_path_factory.mktemp("attacks") / "label-change"
     embed_run(
         "label-change", {}, owner_data, "dnn1", TrainConfig(epochs=6, seed=0), out,
         calibrate=0, key_seed=0, progress=False,
