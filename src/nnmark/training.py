@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "BatchMixer",
+    "Criterion",
     "TrainConfig",
     "TrainResult",
     "augment_crop_flip",
@@ -173,6 +174,12 @@ class TrainResult:
     device: str
     epochs: int
     train_accuracy: float = float("nan")
+
+
+class Criterion(Protocol):
+    """A per-sample loss ``(output, x, y) -> (N,)`` replacing cross-entropy in :func:`train`."""
+
+    def __call__(self, output: Tensor, x: Tensor, y: Tensor, /) -> Tensor: ...
 
 
 class BatchMixer(Protocol):
@@ -334,6 +341,7 @@ def train(
     mixer: BatchMixer | None = None,
     progress: bool = True,
     description: str = "training",
+    criterion: Criterion | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``(x_u8, y)`` and return what was measured.
 
@@ -348,6 +356,10 @@ def train(
     training device**; move it with ``model.cpu()`` when needed (:func:`evaluate` and
     :func:`predict_logits` take a device and move it themselves). On the CPU the run is
     reproducible: the same initial weights, data and config give identical weights.
+
+    ``criterion(output, x, y)`` replaces cross-entropy with another per-sample loss (shape (N,),
+    weighted like cross-entropy): an autoencoder's reconstruction error, say. Accuracy is then
+    not measured (NaN).
 
     A rich progress bar (epoch, loss, accuracy, images/s) appears on stderr when ``progress`` is
     true and stderr is a terminal; each epoch is also logged at INFO level.
@@ -422,7 +434,11 @@ def train(
                 else:
                     logits = net(xb)
                 logits = logits.float()
-                if weights is None:
+                if criterion is not None:
+                    per = criterion(logits, xb, yb)
+                    w = torch.ones_like(per) if weights is None else weights.to(per.dtype)
+                    loss = (w * per).sum() / w.sum().clamp_min(1e-12)
+                elif weights is None:
                     loss = F.cross_entropy(logits, yb)
                 else:
                     ce = F.cross_entropy(logits, yb, reduction="none")
@@ -435,7 +451,8 @@ def train(
 
                 with torch.no_grad():
                     loss_sum += loss.detach() * len(yb)
-                    correct += (logits.detach().argmax(1) == yb).sum()
+                    if criterion is None:
+                        correct += (logits.detach().argmax(1) == yb).sum()
                 seen += len(yb)
 
                 if bar.active and time.perf_counter() - last_refresh >= refresh_s:
@@ -444,7 +461,7 @@ def train(
                     bar.update(step, epoch + 1, loss_sum.item() / seen, correct.item() / seen, ips)
 
             final_loss = loss_sum.item() / max(seen, 1)  # one sync per epoch
-            final_acc = correct.item() / max(seen, 1)
+            final_acc = correct.item() / max(seen, 1) if criterion is None else float("nan")
             ips = seen_data / max(time.perf_counter() - t_epoch, 1e-9)
             bar.update(step, epoch + 1, final_loss, final_acc, ips)
             log.info(

@@ -38,8 +38,11 @@ class Setup:
 
 def watermarked(scheme: str, data: ImageDataset, out: Path) -> Setup:
     """A digit-cnn with ``scheme``'s 40 keys (target 0) behind a query modification the thief fitted
-    on half of the training images (750: 600 train the autoencoder, 150 set τ); all seeded (the key
-    too: ``key_seed``, else its images come from the OS's CSPRNG)."""
+    on 750 held-out images (half the owner's training-set size, never its training images; τ by
+    5-fold cross-validation, 15 epochs at lr 1e-2, batch 64, instead of Namba's 10 folds, 400 epochs
+    at 1e-3, batch 100, to stay fast); all
+    seeded (the key too: ``key_seed``, else its images come from the OS's CSPRNG). ``data`` is
+    the attacker's share: its test split holds the 250 held-out images the thief does not."""
     # Zhang's noise keys as the paper makes them (no decoys): the watermark the query modification meets
     settings = {"target": 0, "keys": 40, **({"decoys": 0} if scheme == "zhang-noise" else {})}
     embed_run(
@@ -55,8 +58,12 @@ def watermarked(scheme: str, data: ImageDataset, out: Path) -> Setup:
     )
     model = load_model(out)
     share = attacker_share(data, 0.5, seed=0)
-    qm = QueryModification(model, seed=0).fit(share.train_x, progress=False)
-    return Setup(out, data, load_key(out), model, qm)
+    qm = QueryModification(model, seed=0, **QUICK).fit(share.train_x, progress=False)
+    return Setup(out, share, load_key(out), model, qm)
+
+
+#: fewer folds and epochs than Namba's Table 5 (10 folds, 400 epochs) so the tests stay fast
+QUICK = {"folds": 5, "epochs": 15, "lr": 1e-2, "batch_size": 64}
 
 
 def key_accuracy(oracle: Oracle, key: Key) -> float:
@@ -66,12 +73,12 @@ def key_accuracy(oracle: Oracle, key: Key) -> float:
 
 @pytest.fixture(scope="module")
 def setup(mnist5k: ImageDataset, tmp_path_factory: pytest.TempPathFactory) -> Setup:
-    return watermarked("zhang-content", subset(mnist5k, 1500, 500), tmp_path_factory.mktemp("qm") / "wm")
+    return watermarked("zhang-content", subset(mnist5k, 1500, 1000), tmp_path_factory.mktemp("qm") / "wm")
 
 
 @pytest.fixture(scope="module")
 def noise_setup(mnist5k: ImageDataset, tmp_path_factory: pytest.TempPathFactory) -> Setup:
-    return watermarked("zhang-noise", subset(mnist5k, 1500, 500), tmp_path_factory.mktemp("qm") / "noise")
+    return watermarked("zhang-noise", subset(mnist5k, 1500, 1000), tmp_path_factory.mktemp("qm") / "noise")
 
 
 def test_registered_and_listed() -> None:
@@ -104,14 +111,14 @@ def test_flags_keys_not_clean_queries_and_keeps_accuracy(setup: Setup, record_pr
     ordinary = qm.inspect(clean)
     key_rate, clean_rate = float(keys.flagged.float().mean()), float(ordinary.flagged.float().mean())
     # measured (seed 0, key_seed 0): keys 1.00 (all by the reconstruction loss, none by JSD, like the paper's
-    # MNIST "content" row of Table 1), clean test digits 0.13 (5 % + 5 % expected on held-out data)
+    # MNIST "content" row of Table 1), clean held-out digits 0.056 (5 % + 5 % less overlap expected)
     assert key_rate >= 0.9
     assert 0.02 <= clean_rate <= 0.25
 
     reference = TorchOracle(setup.model)
     acc = float((reference.labels(clean) == data.test_y).float().mean())
     acc_qm = float((qm.labels(clean) == data.test_y).float().mean())
-    assert acc_qm >= acc - 0.03  # measured 0.912 -> 0.910
+    assert acc_qm >= acc - 0.05  # measured 0.928 -> 0.900 (5.6 % of clean digits flagged, 5-fold τ)
 
     wm = key_accuracy(reference, key)
     wm_qm = key_accuracy(qm, key)
@@ -133,7 +140,7 @@ def test_flags_noise_keys_and_the_modified_answers_lose_the_watermark(noise_setu
     """Gaussian-noise keys (σ = 0.4) are what the autoencoder denoises: flagged, answered with
     f(AE(x)), they lose the key label. Measured (seed 0, key_seed 0): keys flagged 1.00 (by both rules), key
     accuracy 1.00 -> 0.05 through the attack (0.975..1.0 -> 0.0..0.05 over five other key draws),
-    test accuracy 0.914 -> 0.906. (The paper's MNIST noise row keeps 1.0; GTSRB drops to 0.05.)"""
+    test accuracy 0.908 -> 0.876. (The paper's MNIST noise row keeps 1.0; GTSRB drops to 0.05.)"""
     qm, key, data = noise_setup.qm, noise_setup.key, noise_setup.data
     flagged = float(qm.inspect(key.inputs).flagged.float().mean())
     wm = key_accuracy(TorchOracle(noise_setup.model), key)
@@ -145,7 +152,7 @@ def test_flags_noise_keys_and_the_modified_answers_lose_the_watermark(noise_setu
     assert flagged >= 0.9
     assert wm >= 0.9  # the model answers its noise keys ...
     assert wm_qm <= 0.3 and wm - wm_qm >= 0.6, (wm, wm_qm)  # ... the thief's service does not
-    assert acc_qm >= acc - 0.03  # and it still answers ordinary digits
+    assert acc_qm >= acc - 0.05  # and it still answers ordinary digits (measured 0.908 -> 0.876)
 
 
 def test_answers_are_the_modified_ones_exactly_when_flagged(setup: Setup) -> None:
@@ -171,8 +178,8 @@ def test_budget_wrong_shape_and_unfitted(setup: Setup) -> None:
         limited.labels(torch.rand(6, 1, 28, 28))
     with pytest.raises(NnmarkError, match="trained on"):
         setup.qm.labels(torch.rand(2, 3, 32, 32))
-    with pytest.raises(NnmarkError, match="more attacker images"):
-        QueryModification(setup.model).fit(setup.data.train_x[:30], progress=False)
+    with pytest.raises(NnmarkError, match="at least 20 attacker"):
+        QueryModification(setup.model).fit(setup.data.train_x[:19], progress=False)
 
 
 def test_save_and_load_give_the_same_answers(setup: Setup, tmp_path: Path) -> None:

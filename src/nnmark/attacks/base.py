@@ -33,9 +33,19 @@ class RemovalAttack(Configurable, abc.ABC):
 
     name: ClassVar[str]
     Params: ClassVar[type[AttackParams]] = AttackParams
+    #: False for attacks whose output is the victim's function unchanged (key forgery)
+    changes_model: ClassVar[bool] = True
 
     def __init__(self, **params: Any) -> None:
         self.params = validate_params(self.Params, params, f"attack {self.name}")
+        #: what the last call measured beyond accuracy (queries used, the rate a sweep chose, ...);
+        #: ``attack_run`` writes it into ``metrics.json``
+        self.report: dict[str, Any] = {}
+        #: the owner's keys, given only to attacks that tune against them as the papers' evaluators do
+        #: (Namba's prune sweep picks the rate with the lowest watermark accuracy); never changed
+        self.evaluator_keys: list[Key] = []
+        #: the owner's training data, for attacks that include an owner's step (transfer's recovery)
+        self.owner_data: ImageDataset | None = None
 
     def __call__(
         self,
@@ -45,6 +55,7 @@ class RemovalAttack(Configurable, abc.ABC):
         config: TrainConfig,
         progress: bool = True,
     ) -> torch.nn.Module:
+        self.report = {}
         victim = copy.deepcopy(model).cpu()
         return self.run(victim, spec, data, config, progress)
 
@@ -112,6 +123,8 @@ ATTACKS: Registry[type[RemovalAttack]] = Registry("attack")
 
 
 def register_attack(cls: type[RemovalAttack]) -> type[RemovalAttack]:
+    """Class decorator: add an attack to :data:`ATTACKS` under its ``name``. One file per attack;
+    the package scan in :mod:`nnmark.attacks` imports it, so nothing else needs editing."""
     ATTACKS.register(cls.name)(cls)
     return cls
 
@@ -124,7 +137,27 @@ def share_indices(n: int, fraction: float, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed + 99991))[:k]
 
 
-def attacker_share(data: ImageDataset, fraction: float, seed: int) -> ImageDataset:
-    """The attacker's data: a random ``fraction`` of the owner's training set (test set unchanged)."""
-    idx = share_indices(len(data.train_x), fraction, seed)
-    return replace(data, train_x=data.train_x[idx], train_y=data.train_y[idx])
+def attacker_share(
+    data: ImageDataset, fraction: float, seed: int, other: ImageDataset | None = None
+) -> ImageDataset:
+    """The attacker's data, disjoint from the owner's training split (Namba 2019 Sec. 6.1.1):
+    ``fraction`` × the owner's training-set size drawn from the held-out split (or from ``other``);
+    the returned test split holds only images the attacker does not (see :mod:`nnmark.attacks.data`)."""
+    from nnmark.attacks.data import attacker_data
+
+    return attacker_data(data, fraction, seed, other).data
+
+
+#: fields of a training recipe an attack may take from the owner's run (``metrics.json`` "config")
+RECIPE_FIELDS = ("optimizer", "lr", "batch_size", "momentum", "weight_decay", "schedule")
+
+
+def owner_recipe(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The owner's training recipe as recorded in a run's ``metrics.json`` (``config`` or
+    ``train_config``: optimiser, lr, batch size, momentum, weight decay), or ``{}`` when the run does
+    not record one (runs written before nnmark recorded it)."""
+    for field_name in ("config", "train_config", "recipe"):
+        recipe = metrics.get(field_name)
+        if isinstance(recipe, dict):
+            return {k: recipe[k] for k in RECIPE_FIELDS if k in recipe}
+    return {k: metrics[k] for k in RECIPE_FIELDS if k in metrics}

@@ -139,6 +139,7 @@ class Forgery(ClaimAttack):
 
     name = "forgery"
     Params = ForgeryParams
+    changes_model = False  # the claim is a key for the stolen model as it is
 
     def make_claim(
         self,

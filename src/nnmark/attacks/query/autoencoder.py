@@ -10,11 +10,11 @@ distribution) and, for every query ``x``, decides whether ``x`` looks like a wat
 
 a query is flagged if either rule fires ("both" in the paper's Table 1). A flagged query is
 answered with ``f(AE(x))`` (the autoencoder dilutes stamps and noise, Sec. 4.3), any other with
-``f(x)``. The thresholds are the 95th percentiles (Sec. 4.2.3) of the two statistics on images
-the thief holds; the paper estimates them with 10-fold cross-validation, here a simple held-out
-split of the thief's data is used instead (``holdout`` of it is kept out of the autoencoder's
-training and gives both percentiles), so about 5 % + 5 % (less their overlap) of ordinary
-queries are modified too.
+``f(x)``. Preparation is the paper's Algorithm (Sec. 4.2.3): (a) train ``AE`` on the thief's images
+X; (b, c) the thresholds are the ``quantile`` (r = 95th percentile) of the two statistics of
+x ∈ X estimated by k-fold cross-validation (k = ``folds`` = 10, Sec. 4.3.1: each fold's images are
+scored by an autoencoder trained on the other folds, and the pooled out-of-fold statistics give
+the percentiles), so about 5 % + 5 % (less their overlap) of ordinary queries are modified too.
 
 Autoencoder (Table 4, "6-layer convolutional autoencoder"): three 3×3 stride-2 convolutions with
 16, 32, 64 channels (each BatchNorm + ReLU), then three 3×3 stride-2 transposed convolutions with
@@ -23,12 +23,16 @@ layer has 3 channels (CIFAR/GTSRB) and gives no padding; nnmark's adaptation: th
 takes and the last layer gives the images' ``C`` channels (1 for MNIST, 3 for CIFAR), every
 convolution pads by 1, and each transposed convolution's ``output_padding`` (0 or 1) is chosen so
 that the decoder retraces the encoder's sizes exactly: 28→14→7→4→7→14→28 for 1×28×28 and
-32→16→8→4→8→16→32 for 3×32×32. Training: MSE, Adam (lr 1e-3), batch 64, seeded; the paper gives
-no optimiser, epochs or batch size for the autoencoder.
+32→16→8→4→8→16→32 for 3×32×32. Training (Table 5, "autoencoder" column): Adam, lr 0.001,
+400 epochs, mini-batch 100; the loss is the mean squared reconstruction error (Eq. 8's statistic;
+the paper names no loss). It runs through the one training engine
+(:func:`nnmark.training.train` with a reconstruction ``criterion``), seeded.
 
-Default parameters: ``quantile`` 0.95 (paper), ``rule`` "both" (paper), ``holdout`` 0.2,
-``epochs`` 20. ``rule="always"`` answers every query with ``f(AE(x))``: the paper's Table 2
-"query mod." column, which skips detection to measure the true-positive side alone.
+Default parameters, all the paper's: ``quantile`` 0.95, ``rule`` "both", ``folds`` 10, ``epochs``
+400, ``lr`` 1e-3, ``batch_size`` 100. Eleven autoencoders are trained (one per fold and the final
+one); ``epochs`` and ``folds`` can be lowered for quick runs. ``rule="always"`` answers every
+query with ``f(AE(x))``: the paper's Table 2 "query mod." column, which skips detection to
+measure the true-positive side alone.
 """
 
 from __future__ import annotations
@@ -36,24 +40,23 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import Tensor, nn
 
+from nnmark.attacks.query.defenses import QUERY_ATTACKS, register_defense
 from nnmark.errors import NnmarkError
 from nnmark.io import atomic_write_bytes
 from nnmark.oracle import Oracle, TorchOracle
 from nnmark.registry import validate_params
-from nnmark.training import resolve_device
+from nnmark.training import TrainConfig, train
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +71,10 @@ class QueryModificationParams(BaseModel):
         "both", description="flag a query when: both = rec or jsd fires (paper); always = modify every query"
     )
     quantile: float = Field(0.95, gt=0.0, lt=1.0, description="percentile of the thresholds τ_REC, τ_JSD")
-    holdout: float = Field(
-        0.2, gt=0.0, lt=1.0, description="share of the attacker's images kept for thresholds"
-    )
-    epochs: int = Field(20, ge=1, description="autoencoder training epochs (MSE, Adam)")
-    lr: float = Field(1e-2, gt=0, description="autoencoder learning rate (Adam)")
-    batch_size: int = Field(64, ge=2, description="autoencoder batch size")
+    folds: int = Field(10, ge=2, description="k of the k-fold cross-validation of the thresholds (paper: 10)")
+    epochs: int = Field(400, ge=1, description="autoencoder training epochs (Table 5: 400)")
+    lr: float = Field(1e-3, gt=0, description="autoencoder learning rate, Adam (Table 5: 0.001)")
+    batch_size: int = Field(100, ge=2, description="autoencoder mini-batch size (Table 5: 100)")
 
 
 def _up_padding(size: int) -> list[int]:
@@ -164,42 +165,13 @@ class DetectionStats:
         return self.flagged / self.queries if self.queries else float("nan")
 
 
-class _Bar:
-    """A rich progress bar on stderr when enabled and stderr is a terminal; else nothing."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.progress: Any = None
-        if not enabled:
-            return
-        from rich.console import Console
-
-        console = Console(stderr=True)
-        if not console.is_terminal:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn("[bold]autoencoder"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            TimeElapsedColumn(),
-            console=console,
-        )
-        self.progress.start()
-        self.task = self.progress.add_task("autoencoder", total=total, loss="-")
-
-    def update(self, epoch: int, loss: float) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, completed=epoch, loss=f"{loss:.5f}")
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-
 def _as_float(x: Tensor) -> Tensor:
     return x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+def reconstruction_error(output: Tensor, x: Tensor, _y: Tensor, /) -> Tensor:
+    """Per-image mean squared reconstruction error (the engine's criterion for the autoencoder)."""
+    return (output - x).pow(2).flatten(1).mean(1)
 
 
 def train_autoencoder(
@@ -211,45 +183,31 @@ def train_autoencoder(
     device: str = "cpu",
     progress: bool = True,
 ) -> float:
-    """Train ``ae`` in place on ``images`` (uint8 or float [0, 1], N×C×H×W) with MSE; returns the
-    last epoch's mean loss. Seeded shuffles; the caller seeds the initial weights. Left in eval
-    mode on the CPU."""
-    dev = resolve_device(device)
-    x_dev = images.to(dev)
-    ae.to(dev).train()
-    opt = torch.optim.Adam(ae.parameters(), lr=params.lr)
-    gen = torch.Generator().manual_seed(seed)
-    n = len(x_dev)
-    bs = min(params.batch_size, n)
-    starts = list(range(0, n, bs))
-    if len(starts) > 1 and n - starts[-1] == 1:
-        starts.pop()  # BatchNorm cannot train on a batch of one
-    bar = _Bar(progress, params.epochs)
-    loss_mean = float("nan")
-    t0 = time.perf_counter()
-    try:
-        for epoch in range(params.epochs):
-            perm = torch.randperm(n, generator=gen).to(dev)
-            total = torch.zeros((), device=dev)
-            seen = 0
-            for start in starts:
-                xb = _as_float(x_dev[perm[start : start + bs]])
-                loss = F.mse_loss(ae(xb), xb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += loss.detach() * len(xb)
-                seen += len(xb)
-            loss_mean = total.item() / max(seen, 1)
-            if not math.isfinite(loss_mean):
-                raise NnmarkError(f"autoencoder training diverged in epoch {epoch + 1}; lower its lr")
-            bar.update(epoch + 1, loss_mean)
-            log.info("autoencoder: epoch %d/%d mse %.5f", epoch + 1, params.epochs, loss_mean)
-    finally:
-        bar.close()
-        ae.cpu().eval()
-    log.info("autoencoder: %d images, %d epochs, %.1f s", n, params.epochs, time.perf_counter() - t0)
-    return loss_mean
+    """Train ``ae`` in place on ``images`` (uint8 or float [0, 1], N×C×H×W) through the training
+    engine (Adam, ``params.lr``, ``params.epochs``, ``params.batch_size``; MSE); returns the last
+    epoch's mean loss. Seeded shuffles; the caller seeds the initial weights. Left in eval mode
+    on the CPU."""
+    config = TrainConfig(
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        lr=params.lr,
+        optimizer="adam",
+        seed=seed,
+        device=device,
+    )
+    labels = torch.zeros(len(images), dtype=torch.int64)
+    result = train(
+        ae,
+        images,
+        labels,
+        config,
+        criterion=reconstruction_error,
+        progress=progress,
+        description="autoencoder",
+    )
+    ae.cpu().eval()
+    log.info("autoencoder: %d images, %d epochs, %.1f s", len(images), params.epochs, result.seconds)
+    return result.final_loss
 
 
 class QueryModification(Oracle):
@@ -299,34 +257,50 @@ class QueryModification(Oracle):
     # -- fitting --------------------------------------------------------------------------------
 
     def fit(self, images: Tensor, *, progress: bool = True) -> QueryModification:
-        """Train the autoencoder on the attacker's ``images`` (uint8 or float [0, 1]) less a held-out
-        ``holdout`` share, and set τ_REC and τ_JSD to the ``quantile`` of the held-out statistics
-        (2 × held-out queries of ``target``)."""
+        """Namba's preparation on the attacker's ``images`` (uint8 or float [0, 1]): τ_REC and τ_JSD
+        are the ``quantile`` of the statistics of each image under an autoencoder trained on the
+        other ``folds`` − 1 folds (k-fold cross-validation; 2 × len(images) queries of ``target``),
+        then the answering autoencoder is trained on all of them."""
         if not isinstance(images, Tensor) or images.ndim != 4:
             raise NnmarkError("the attacker's images must be a tensor N×C×H×W")
         p = self.params
         n = len(images)
-        n_hold = round(n * p.holdout)
-        if n_hold < 20 or n - n_hold < 20:
+        if n < 2 * p.folds or n // p.folds < 2:
             raise NnmarkError(
-                f"query modification needs more attacker images: {n} give {n - n_hold} to train the "
-                f"autoencoder and {n_hold} for its thresholds (at least 20 each); raise the attacker's share"
+                f"query modification's {p.folds}-fold thresholds need at least {2 * p.folds} attacker "
+                "images, "
+                f"got {n}; raise the attacker's share or lower --set folds"
             )
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + 7919))
-        fit_x, held_x = images[perm[n_hold:]], _as_float(images[perm[:n_hold]])
-        torch.manual_seed(self.seed)
         c, h, w = (int(s) for s in images.shape[1:])
+        recs, jsds = [], []
+        for k, held in enumerate(perm.tensor_split(p.folds)):
+            rest = torch.cat([f for j, f in enumerate(perm.tensor_split(p.folds)) if j != k])
+            torch.manual_seed(self.seed + 1 + k)
+            self.autoencoder = ConvAutoencoder((c, h, w))
+            train_autoencoder(
+                self.autoencoder,
+                images[rest],
+                p,
+                seed=self.seed + 1 + k,
+                device=self.device,
+                progress=progress,
+            )
+            rec, jsd, _, _ = self._statistics(_as_float(images[held]))
+            recs.append(rec)
+            jsds.append(jsd)
+        torch.manual_seed(self.seed)
         ae = ConvAutoencoder((c, h, w))
-        train_autoencoder(ae, fit_x, p, seed=self.seed, device=self.device, progress=progress)
+        train_autoencoder(ae, images, p, seed=self.seed, device=self.device, progress=progress)
         self.autoencoder = ae
-        rec, jsd, _, _ = self._statistics(held_x)
-        self.tau_rec = float(torch.quantile(rec, p.quantile))
-        self.tau_jsd = float(torch.quantile(jsd, p.quantile))
+        self.tau_rec = float(torch.quantile(torch.cat(recs), p.quantile))
+        self.tau_jsd = float(torch.quantile(torch.cat(jsds), p.quantile))
         log.info(
-            "query modification: τ_REC %.4g, τ_JSD %.4g from %d held-out images",
+            "query modification: τ_REC %.4g, τ_JSD %.4g by %d-fold cross-validation on %d images",
             self.tau_rec,
             self.tau_jsd,
-            n_hold,
+            p.folds,
+            n,
         )
         return self
 
@@ -448,3 +422,16 @@ class QueryModification(Oracle):
         qm.autoencoder = ae.eval()
         qm.tau_rec, qm.tau_jsd = float(config["tau_rec"]), float(config["tau_jsd"])
         return qm
+
+
+QUERY_ATTACKS.register(QueryModification.name)(QueryModification)
+
+
+@register_defense("autoencoder")
+def autoencoder_defense(
+    inner: Oracle, images: Tensor | None = None, *, seed: int = 0, **settings: Any
+) -> Oracle:
+    """Namba 2019's query modification over ``inner``, fitted on the service's own ``images``."""
+    if images is None:
+        raise NnmarkError("query modification needs the service's own images to train its autoencoder")
+    return QueryModification(inner, seed=seed, **settings).fit(images, progress=False)
