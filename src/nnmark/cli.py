@@ -13,13 +13,15 @@ import logging
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeAlias
 
 import typer
 from rich.console import Console
 
 from nnmark import __version__
+from nnmark.choices import DEFENSES, INPUT_TYPES, LISTINGS, PROTOCOLS, SERVE_OUTPUTS, TESTS
 from nnmark.errors import NnmarkError
+from nnmark.registry import Registry
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -47,36 +49,29 @@ DataDir = Annotated[
 ]
 
 
-class Test(StrEnum):
-    binomial = "binomial"
-    first_hit = "first-hit"
-    threshold = "threshold"
-    sprt = "sprt"
+def registry_enum(name: str, registry: Registry[Any]) -> type[StrEnum]:
+    """The choices of an option: one member per name registered in ``registry`` (nnmark.choices).
+
+    Built when the CLI loads (typer reads the annotations on every call), so a test, protocol or
+    defense registered in the library needs no CLI edit.
+    """
+    return StrEnum(name, [(n, n) for n in registry.names()])  # type: ignore[return-value]
 
 
-class InputType(StrEnum):
-    auto = "auto"
-    float = "float"
-    uint8 = "uint8"
-
-
-class Defense(StrEnum):
-    none = "none"
-    autoencoder = "autoencoder"
-    reject = "reject"
-
-
-class ServeOutput(StrEnum):
-    logits = "logits"
-    probabilities = "probabilities"
-    labels = "labels"
-
-
-class ListWhat(StrEnum):
-    schemes = "schemes"
-    attacks = "attacks"
-    models = "models"
-    datasets = "datasets"
+if TYPE_CHECKING:
+    Test: TypeAlias = StrEnum
+    Protocol: TypeAlias = StrEnum
+    InputType: TypeAlias = StrEnum
+    Defense: TypeAlias = StrEnum
+    ServeOutput: TypeAlias = StrEnum
+    ListWhat: TypeAlias = StrEnum
+else:
+    Test = registry_enum("Test", TESTS)
+    Protocol = registry_enum("Protocol", PROTOCOLS)
+    InputType = registry_enum("InputType", INPUT_TYPES)
+    Defense = registry_enum("Defense", DEFENSES)
+    ServeOutput = registry_enum("ServeOutput", SERVE_OUTPUTS)
+    ListWhat = registry_enum("ListWhat", LISTINGS)
 
 
 def _version(value: bool) -> None:
@@ -267,6 +262,7 @@ def _oracle(
     device: str,
     input_type: str = "auto",
 ) -> Any:
+    from nnmark.extras import require
     from nnmark.oracle import OnnxOracle, TorchOracle
     from nnmark.workflow import load_model
 
@@ -279,11 +275,12 @@ def _oracle(
         spec = load_spec(model)
         return TorchOracle(load_model(model), budget=budget, device=device, input_shape=spec.input_shape)
     if onnx is not None:
+        require("onnx", "onnxruntime")
         return OnnxOracle(onnx, budget=budget)
-    from nnmark.http_oracle import HttpOracle
+    HttpOracle = require("serve", "nnmark.http_oracle").HttpOracle
 
     assert url is not None
-    carry = {"auto": None, "float": True, "uint8": False}[input_type]
+    carry = INPUT_TYPES.get(input_type)
     return HttpOracle(url, protocol=protocol, budget=budget, carry_floats=carry)
 
 
@@ -293,14 +290,16 @@ def verify_cmd(
     model: Annotated[Path | None, typer.Option(help="suspect run folder")] = None,
     onnx: Annotated[Path | None, typer.Option(help="suspect ONNX file")] = None,
     url: Annotated[str | None, typer.Option(help="suspect prediction API")] = None,
-    protocol: Annotated[str, typer.Option(help="nnmark, tf-serving or kserve-v2")] = "nnmark",
+    protocol: Annotated[
+        Protocol, typer.Option(help="the prediction protocol --url speaks")
+    ] = Protocol("nnmark"),
     input_type: Annotated[
         InputType,
         typer.Option(
             help="what --url takes: float values, or uint8 pixels 0-255 (inputs outside [0, 1] are then "
             "refused, never clipped); auto asks the server"
         ),
-    ] = InputType.auto,
+    ] = InputType("auto"),
     test: Annotated[Test | None, typer.Option(help="statistical test (default: the scheme's)")] = None,
     owner_pub: Annotated[
         Path | None, typer.Option(help="the owner's STEM.pub the key must be signed by")
@@ -351,15 +350,16 @@ def verify_cmd(
     """
     from nnmark.calibration import load_clean_models
     from nnmark.identity import load_public
-    from nnmark.keyfile import load_key, verify_context
-    from nnmark.verify.verifier import check_owner, verify
+    from nnmark.keyfile import load_key
+    from nnmark.verify.owner import owner_checked_context
+    from nnmark.verify.verifier import verify
 
     del seed  # nothing a verifier draws may be predictable
     k = load_key(key)
-    owner_notes = check_owner(k, owner_pub)
-    ctx = verify_context(
+    ctx = owner_checked_context(
         key,
         k,
+        owner_pub,
         alpha=alpha,
         judge=judge,
         references=load_clean_models(reference or [], k),
@@ -367,8 +367,7 @@ def verify_cmd(
         probe_data=probe_data,
         data_dir=data_dir,
     )
-    ctx.notes[:0] = owner_notes
-    oracle = _oracle(model, onnx, url, protocol, None, device, input_type.value)
+    oracle = _oracle(model, onnx, url, protocol.value, None, device, input_type.value)
     verdict = verify(k, oracle, alpha=alpha, budget=budget, test=test.value if test else None, context=ctx)
     if report is not None:
         from nnmark.verify.report import write_report
@@ -440,7 +439,7 @@ def attack(
     Example: nnmark attack finetune --model runs/wm --data mnist5k --out runs/wm-ft --set epochs=3
     """
     from nnmark.attacks.run import attack_run
-    from nnmark.io import KEY_FILE
+    from nnmark.attacks.summary import attack_lines
     from nnmark.workflow import parse_settings
 
     result = attack_run(
@@ -456,23 +455,8 @@ def attack(
         data_dir=data_dir,
         force=force,
     )
-    claim = result.claim
-    if claim is not None:
-        out.print(f"{name}: the attacker's key {out_dir / KEY_FILE} is signed by {claim.signer.name!r}")
-        for stage in ("before", "after"):
-            if isinstance(claim.metrics.get(stage), dict):
-                parts = [f"{k} {v:.2%}" if isinstance(v, float) else f"{k} " + ", ".join(
-                    f"{n} {r:.2%}" for n, r in v.items()) for k, v in claim.metrics[stage].items()]
-                out.print(f"  {stage}: " + "; ".join(parts))
-    out.print(
-        f"{name}: test accuracy {result.victim_accuracy:.2%} -> {result.metrics['test_accuracy']:.2%}; "
-        f"saved {out_dir}"
-    )
-    for kpath, k, v in result.verdicts:
-        state = {True: "found", False: "not found", None: "no verdict"}[v.watermarked]
-        out.print(f"  {kpath}: watermark {state} (p-value {v.p_value:.3g}, {v.matches}/{v.queries})")
-        if v.watermarked is None or k.scheme == "li-null-embedding":
-            out.print(f"    {v.reason}")
+    for line in attack_lines(name, out_dir, result):
+        out.print(line, markup=False)
 
 
 @app.command()
@@ -521,16 +505,10 @@ def keygen(
 
     Example: nnmark keygen --owner "Ada Lovelace" --out ada
     """
-    import os
-
     from nnmark.identity import generate_owner, save_owner
+    from nnmark.passphrase import passphrase_from_env
 
-    phrase = None
-    if passphrase_env:
-        value = os.environ.get(passphrase_env)
-        if not value:
-            raise NnmarkError(f"environment variable {passphrase_env} is not set or empty")
-        phrase = value.encode()
+    phrase = passphrase_from_env(passphrase_env)
     key_path, pub_path = save_owner(generate_owner(owner), out_stem, phrase, force=force)
     out.print(f"owner {owner}: private key {key_path} (keep it secret), public key {pub_path}")
 
@@ -544,44 +522,15 @@ def key_info(
 
     Example: nnmark key info runs/wm/watermark.key
     """
-    from nnmark.identity import public_key_sha256
-    from nnmark.keyfile import load_key, secret_summary
-    from nnmark.schemes import SCHEMES
+    from nnmark.keyfile import load_key
+    from nnmark.keyinfo import key_info, key_info_lines
 
-    k = load_key(key)
-    secret = secret_summary(k)
-    hidden = {"secret"}
-    if k.scheme in SCHEMES:
-        hidden |= set(SCHEMES.get(k.scheme).secret_params)
-    info = {
-        "scheme": k.scheme,
-        "owner": k.owner.name if k.owner else None,
-        "owner_public_key_sha256": public_key_sha256(k.owner.public_key_pem) if k.owner else None,
-        "signed": k.signed,
-        "commitment": k.commitment,
-        "created": k.created,
-        "keys": len(k.inputs),
-        "input_shape": list(k.input_shape),
-        "num_classes": k.num_classes,
-        "calibrated": k.calibration is not None,
-        "fingerprint": k.fingerprint,
-        "format_version": k.version,
-        "secret_signed": secret["signed"],
-        "secret_guessable": secret["guessable"],
-        "secret_check": secret["check"],
-        "params": {p: v for p, v in k.params.items() if p not in hidden},
-    }
+    info = key_info(load_key(key))
     if as_json:
         sys.stdout.write(json.dumps(info) + "\n")
         return
-    width = max(len(name) for name in info)
-    for name, value in info.items():  # plain lines: hashes must never be cut to the terminal width
-        out.print(f"{name:<{width}}  {value}", markup=False)
-    if not k.signed:
-        out.print("unsigned: anyone could have written this key (embed with --owner STEM.key to sign)")
-    if secret["guessable"]:
-        out.print("guessable: the key was made from --key-seed; anyone can regenerate it (research use only)")
-    out.print("publish this commitment now, in a dated public record: priority rests on when it appeared")
+    for line in key_info_lines(info):  # plain lines: hashes must never be cut to the terminal width
+        out.print(line, markup=False)
 
 
 @app.command("export-onnx")
@@ -594,6 +543,9 @@ def export_onnx(
 
     Example: nnmark export-onnx --model runs/wm --out wm.onnx
     """
+    from nnmark.extras import require_all
+
+    require_all("onnx")
     from nnmark.onnx_export import export
 
     export(model, out_file, force=force)
@@ -611,8 +563,8 @@ def serve(
             help="reject: inputs far from the training images get a wrong label; autoencoder: inputs "
             "an autoencoder flags as keys get f(AE(x)) (Namba 2019; trained once, cached in RUN/defense/)"
         ),
-    ] = Defense.none,
-    output: Annotated[ServeOutput, typer.Option(help="what predictions carry")] = ServeOutput.logits,
+    ] = Defense("none"),
+    output: Annotated[ServeOutput, typer.Option(help="what predictions carry")] = ServeOutput("logits"),
     name: Annotated[
         str | None, typer.Option(help="model name in TF-Serving/KServe URLs (default: the run folder's name)")
     ] = None,
@@ -624,8 +576,10 @@ def serve(
     Example: nnmark serve --model runs/wm --port 8000, then
     nnmark verify --key runs/wm/watermark.key --url http://127.0.0.1:8000
     """
-    from nnmark.serve import run_server
+    from nnmark.extras import require
 
+    require("serve", "uvicorn")
+    run_server = require("serve", "nnmark.serve").run_server
     shown = name or model.resolve().name
 
     def announce(url: str) -> None:
