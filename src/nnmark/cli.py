@@ -262,7 +262,6 @@ def _oracle(
     device: str,
     input_type: str = "auto",
 ) -> Any:
-    from nnmark.extras import require
     from nnmark.oracle import OnnxOracle, TorchOracle
     from nnmark.workflow import load_model
 
@@ -275,9 +274,8 @@ def _oracle(
         spec = load_spec(model)
         return TorchOracle(load_model(model), budget=budget, device=device, input_shape=spec.input_shape)
     if onnx is not None:
-        require("onnx", "onnxruntime")
         return OnnxOracle(onnx, budget=budget)
-    HttpOracle = require("serve", "nnmark.http_oracle").HttpOracle
+    from nnmark.http_oracle import HttpOracle
 
     assert url is not None
     carry = INPUT_TYPES.get(input_type)
@@ -355,6 +353,7 @@ def verify_cmd(
     from nnmark.verify.verifier import verify
 
     del seed  # nothing a verifier draws may be predictable
+    _require_extras(onnx=onnx is not None, serve=url is not None)
     k = load_key(key)
     ctx = owner_checked_context(
         key,
@@ -382,6 +381,18 @@ def verify_cmd(
             err.print(f"nnmark: no verdict possible: {verdict.reason}")
         raise typer.Exit(2)
     raise typer.Exit(0 if verdict.watermarked else 1)
+
+
+def _require_extras(onnx: bool = False, serve: bool = False) -> None:
+    """Stop before any work when a feature's extra is missing: one line naming it (nnmark.extras)."""
+    from nnmark.extras import require, require_all
+
+    if onnx:
+        require_all("onnx")
+    if serve:
+        require_all("serve")
+        require("serve", "nnmark.http_oracle")
+        require("serve", "nnmark.serve")
 
 
 def _print_verdict(v: Any) -> None:
@@ -543,9 +554,7 @@ def export_onnx(
 
     Example: nnmark export-onnx --model runs/wm --out wm.onnx
     """
-    from nnmark.extras import require_all
-
-    require_all("onnx")
+    _require_extras(onnx=True)
     from nnmark.onnx_export import export
 
     export(model, out_file, force=force)
@@ -576,10 +585,9 @@ def serve(
     Example: nnmark serve --model runs/wm --port 8000, then
     nnmark verify --key runs/wm/watermark.key --url http://127.0.0.1:8000
     """
-    from nnmark.extras import require
+    _require_extras(serve=True)
+    from nnmark.serve import run_server
 
-    require("serve", "uvicorn")
-    run_server = require("serve", "nnmark.serve").run_server
     shown = name or model.resolve().name
 
     def announce(url: str) -> None:
@@ -622,7 +630,7 @@ def list_cmd(
 
 
 def _fail(message: str) -> NoReturn:
-    err.print(f"nnmark: error: {message}", soft_wrap=True)
+    err.print(f"nnmark: error: {message}", soft_wrap=True, markup=False)
     raise SystemExit(2)
 
 

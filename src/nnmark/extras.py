@@ -22,6 +22,10 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 }
 """Each extra and the top-level modules it provides (pyproject.toml's optional-dependencies)."""
 
+GATED_MODULES = {"nnmark.http_oracle": "serve", "nnmark.serve": "serve"}
+"""nnmark modules that import an extra's packages at their top; every other module imports them
+where it uses them (through :func:`require`), so a core install imports all of nnmark but these."""
+
 FEATURES = {
     "onnx": "ONNX export and verification (--onnx)",
     "serve": "serving and remote verification (nnmark serve, verify --url)",
