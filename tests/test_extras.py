@@ -4,6 +4,7 @@ core module imports an extra, and the embedded data and fonts need neither mlxte
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -181,6 +182,29 @@ def test_letters_are_the_same_from_a_copy_of_the_same_fonts(
     assert torch.equal(render.render_letters(12, (1, 28, 28), torch.Generator().manual_seed(5)), first)
     assert torch.equal(render.text_mask("TEST", (1, 28, 28)), mask)
     assert not torch.equal(render.render_letters(12, (1, 28, 28), torch.Generator().manual_seed(6)), first)
+
+
+def test_matplotlib_and_system_fonts_draw_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys made where matplotlib's DejaVu is found must re-derive where only the system's is."""
+    system = Path("/usr/share/fonts/truetype/dejavu")
+    spec = importlib.util.find_spec("matplotlib")
+    if spec is None or not all((system / name).is_file() for name in render.FONT_FILES):
+        pytest.skip("needs both matplotlib and Debian's fonts-dejavu-core and fonts-dejavu-extra")
+    assert spec.submodule_search_locations
+    mpl = Path(spec.submodule_search_locations[0]) / "mpl-data" / "fonts" / "ttf"
+    drawn = []
+    for folder in (mpl, system):
+        render.font_path.cache_clear()
+        render._font.cache_clear()
+        monkeypatch.setenv(render.FONT_ENV, str(folder))
+        assert render.font_path("DejaVuSans-Oblique.ttf").parent == folder
+        gen = torch.Generator().manual_seed(11)
+        drawn.append(
+            [render.render_letters(150, (1, 28, 28), gen), render.render_letters(30, (3, 32, 32), gen)]
+            + [render.text_mask(t, (1, 28, 28)) for t in ("TEST", "K3QW", "amxz")]
+        )
+    for a, b in zip(*drawn, strict=True):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.skipif(shutil.which("fc-match") is None, reason="fontconfig not installed")

@@ -3,9 +3,11 @@
 The fonts are looked for, file by file, in: ``$NNMARK_FONT_DIR``; matplotlib's own copy, when
 matplotlib is installed (found without importing it); the system's font folders (Debian's
 ``fonts-dejavu-core`` and ``fonts-dejavu-extra`` put them in /usr/share/fonts/truetype/dejavu);
-and ``fc-match``. The same font files and the same generator give the same images; DejaVu
-releases differ slightly, so keys made on machines with different copies differ (a key stores
-its inputs, so verification never re-renders them).
+and ``fc-match``. The same font files and the same generator give the same images. Rendering is
+part of a key's contract wherever a verifier re-derives key images from the key secret, so the
+copies must agree: Debian's DejaVu 2.37 and matplotlib's copy draw identical letters and stamps
+(``tests/test_extras.py`` checks it where both are present); another release or Pillow's FreeType
+could differ.
 """
 
 from __future__ import annotations
