@@ -3,6 +3,10 @@
 Python API (see DESIGN.md): ``load_model``, ``save_model``, ``load_key``, ``verify`` (with a
 ``VerifyContext`` for the verifier's own choices: ``judge``, reference models, trusted calibrations,
 probe data) and the oracles ``TorchOracle``, ``OnnxOracle``, ``HttpOracle``.
+
+``HttpOracle`` needs the ``serve`` extra and ``OnnxOracle`` the ``onnx`` extra
+(``pip install 'nnmark[serve,onnx]'``); both are imported only when first used, and a missing
+extra raises :class:`nnmark.extras.MissingExtraError` (an ``ImportError``) naming it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ _LAZY = {
     "mix_keys": ("nnmark.byo", "mix_keys"),
     "make_key": ("nnmark.byo", "make_key"),
 }
+# names whose module needs an extra at import time (see nnmark.extras)
+_EXTRA = {"HttpOracle": "serve"}
 
 __all__ = [
     "HttpOracle",
@@ -56,5 +62,9 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         module, attr = _LAZY[name]
+        if name in _EXTRA:
+            from nnmark.extras import require
+
+            return getattr(require(_EXTRA[name], module), attr)
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'nnmark' has no attribute {name!r}")

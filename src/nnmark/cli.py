@@ -13,12 +13,13 @@ import logging
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeAlias
 
 import typer
 from rich.console import Console
 
 from nnmark import __version__
+from nnmark.choices import DEFENSES, INPUT_TYPES, LISTINGS, SERVE_OUTPUTS, TESTS
 from nnmark.cli_remote import (
     BatchSizeOpt,
     HeaderOpt,
@@ -37,6 +38,7 @@ from nnmark.cli_remote import (
     build_oracle,
 )
 from nnmark.errors import NnmarkError
+from nnmark.registry import Registry
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -64,41 +66,32 @@ DataDir = Annotated[
 ]
 
 
-class Test(StrEnum):
-    binomial = "binomial"
-    first_hit = "first-hit"
-    threshold = "threshold"
-    sprt = "sprt"
+def registry_enum(name: str, registry: Registry[Any]) -> type[StrEnum]:
+    """The choices of an option: one member per name registered in ``registry`` (nnmark.choices).
+
+    Built when the CLI loads (typer reads the annotations on every call), so a test, protocol or
+    defense registered in the library needs no CLI edit.
+    """
+    return StrEnum(name, [(n, n) for n in registry.names()])  # type: ignore[return-value]
 
 
-class InputType(StrEnum):
-    auto = "auto"
-    float = "float"
-    uint8 = "uint8"
-
-
-class Defense(StrEnum):
-    none = "none"
-    autoencoder = "autoencoder"
-    reject = "reject"
-
-
-class ServeOutput(StrEnum):
-    logits = "logits"
-    probabilities = "probabilities"
-    labels = "labels"
+if TYPE_CHECKING:
+    Test: TypeAlias = StrEnum
+    InputType: TypeAlias = StrEnum
+    Defense: TypeAlias = StrEnum
+    ServeOutput: TypeAlias = StrEnum
+    ListWhat: TypeAlias = StrEnum
+else:
+    Test = registry_enum("Test", TESTS)
+    InputType = registry_enum("InputType", INPUT_TYPES)
+    Defense = registry_enum("Defense", DEFENSES)
+    ServeOutput = registry_enum("ServeOutput", SERVE_OUTPUTS)
+    ListWhat = registry_enum("ListWhat", LISTINGS)
 
 
 class ServeInputType(StrEnum):
     float32 = "float32"
     uint8 = "uint8"
-
-
-class ListWhat(StrEnum):
-    schemes = "schemes"
-    attacks = "attacks"
-    models = "models"
-    datasets = "datasets"
 
 
 def _version(value: bool) -> None:
@@ -315,7 +308,7 @@ def verify_cmd(
             help="what --url takes: float values, or uint8 pixels 0-255 (inputs outside [0, 1] are then "
             "refused, never clipped); auto asks the server"
         ),
-    ] = InputType.auto,
+    ] = InputType("auto"),
     test: Annotated[Test | None, typer.Option(help="statistical test (default: the scheme's)")] = None,
     owner_pub: Annotated[
         Path | None, typer.Option(help="the owner's STEM.pub the key must be signed by")
@@ -383,17 +376,19 @@ def verify_cmd(
     """
     from nnmark.calibration import load_clean_models
     from nnmark.identity import load_public
-    from nnmark.keyfile import load_key, verify_context
+    from nnmark.keyfile import load_key
+    from nnmark.verify.owner import owner_checked_context
     from nnmark.verify.queries import VerifierOracle, cover_images
     from nnmark.verify.spend import balance, low_balance_warning, record_spent, spent_indices
-    from nnmark.verify.verifier import check_owner, verify
+    from nnmark.verify.verifier import verify
 
     del seed  # nothing a verifier draws may be predictable
+    _require_extras(onnx=onnx is not None, serve=url is not None)
     k = load_key(key)
-    owner_notes = check_owner(k, owner_pub)
-    ctx = verify_context(
+    ctx = owner_checked_context(
         key,
         k,
+        owner_pub,
         alpha=alpha,
         judge=judge,
         references=load_clean_models(reference or [], k),
@@ -401,7 +396,6 @@ def verify_cmd(
         probe_data=probe_data,
         data_dir=data_dir,
     )
-    ctx.notes[:0] = owner_notes
     remote = RemoteOptions.from_cli(
         header,
         protocol=protocol,
@@ -447,6 +441,18 @@ def verify_cmd(
             err.print(f"nnmark: no verdict possible: {verdict.reason}")
         raise typer.Exit(2)
     raise typer.Exit(0 if verdict.watermarked else 1)
+
+
+def _require_extras(onnx: bool = False, serve: bool = False) -> None:
+    """Stop before any work when a feature's extra is missing: one line naming it (nnmark.extras)."""
+    from nnmark.extras import require, require_all
+
+    if onnx:
+        require_all("onnx")
+    if serve:
+        require_all("serve")
+        require("serve", "nnmark.http_oracle")
+        require("serve", "nnmark.serve")
 
 
 def _print_verdict(v: Any) -> None:
@@ -516,7 +522,7 @@ def attack(
     Example: nnmark attack finetune --model runs/wm --data mnist5k --out runs/wm-ft --set epochs=3
     """
     from nnmark.attacks.run import attack_run
-    from nnmark.io import KEY_FILE
+    from nnmark.attacks.summary import attack_lines
     from nnmark.workflow import parse_settings
 
     result = attack_run(
@@ -533,23 +539,8 @@ def attack(
         data_dir=data_dir,
         force=force,
     )
-    claim = result.claim
-    if claim is not None:
-        out.print(f"{name}: the attacker's key {out_dir / KEY_FILE} is signed by {claim.signer.name!r}")
-        for stage in ("before", "after"):
-            if isinstance(claim.metrics.get(stage), dict):
-                parts = [f"{k} {v:.2%}" if isinstance(v, float) else f"{k} " + ", ".join(
-                    f"{n} {r:.2%}" for n, r in v.items()) for k, v in claim.metrics[stage].items()]
-                out.print(f"  {stage}: " + "; ".join(parts))
-    out.print(
-        f"{name}: test accuracy {result.victim_accuracy:.2%} -> {result.metrics['test_accuracy']:.2%}; "
-        f"saved {out_dir}"
-    )
-    for kpath, k, v in result.verdicts:
-        state = {True: "found", False: "not found", None: "no verdict"}[v.watermarked]
-        out.print(f"  {kpath}: watermark {state} (p-value {v.p_value:.3g}, {v.matches}/{v.queries})")
-        if v.watermarked is None or k.scheme == "li-null-embedding":
-            out.print(f"    {v.reason}")
+    for line in attack_lines(name, out_dir, result):
+        out.print(line, markup=False)
 
 
 @app.command()
@@ -598,16 +589,10 @@ def keygen(
 
     Example: nnmark keygen --owner "Ada Lovelace" --out ada
     """
-    import os
-
     from nnmark.identity import generate_owner, save_owner
+    from nnmark.passphrase import passphrase_from_env
 
-    phrase = None
-    if passphrase_env:
-        value = os.environ.get(passphrase_env)
-        if not value:
-            raise NnmarkError(f"environment variable {passphrase_env} is not set or empty")
-        phrase = value.encode()
+    phrase = passphrase_from_env(passphrase_env)
     key_path, pub_path = save_owner(generate_owner(owner), out_stem, phrase, force=force)
     out.print(f"owner {owner}: private key {key_path} (keep it secret), public key {pub_path}")
 
@@ -621,46 +606,17 @@ def key_info(
 
     Example: nnmark key info runs/wm/watermark.key
     """
-    from nnmark.identity import public_key_sha256
-    from nnmark.keyfile import load_key, secret_summary
-    from nnmark.schemes import SCHEMES
+    from nnmark.keyfile import load_key
+    from nnmark.keyinfo import key_info, key_info_lines
     from nnmark.verify.spend import balance
 
     k = load_key(key)
-    secret = secret_summary(k)
-    hidden = {"secret"}
-    if k.scheme in SCHEMES:
-        hidden |= set(SCHEMES.get(k.scheme).secret_params)
-    info = {
-        "scheme": k.scheme,
-        "owner": k.owner.name if k.owner else None,
-        "owner_public_key_sha256": public_key_sha256(k.owner.public_key_pem) if k.owner else None,
-        "signed": k.signed,
-        "commitment": k.commitment,
-        "created": k.created,
-        "keys": len(k.inputs),
-        "input_shape": list(k.input_shape),
-        "num_classes": k.num_classes,
-        "calibrated": k.calibration is not None,
-        "fingerprint": k.fingerprint,
-        "format_version": k.version,
-        "secret_signed": secret["signed"],
-        "secret_guessable": secret["guessable"],
-        "secret_check": secret["check"],
-        "params": {p: v for p, v in k.params.items() if p not in hidden},
-        "spent": str(balance(key, k)),
-    }
+    info = {**key_info(k), "spent": str(balance(key, k))}
     if as_json:
         sys.stdout.write(json.dumps(info) + "\n")
         return
-    width = max(len(name) for name in info)
-    for name, value in info.items():  # plain lines: hashes must never be cut to the terminal width
-        out.print(f"{name:<{width}}  {value}", markup=False)
-    if not k.signed:
-        out.print("unsigned: anyone could have written this key (embed with --owner STEM.key to sign)")
-    if secret["guessable"]:
-        out.print("guessable: the key was made from --key-seed; anyone can regenerate it (research use only)")
-    out.print("publish this commitment now, in a dated public record: priority rests on when it appeared")
+    for line in key_info_lines(info):  # plain lines: hashes must never be cut to the terminal width
+        out.print(line, markup=False)
 
 
 @app.command("export-onnx")
@@ -673,6 +629,7 @@ def export_onnx(
 
     Example: nnmark export-onnx --model runs/wm --out wm.onnx
     """
+    _require_extras(onnx=True)
     from nnmark.onnx_export import export
 
     export(model, out_file, force=force)
@@ -690,8 +647,8 @@ def serve(
             help="reject: inputs far from the training images get a wrong label; autoencoder: inputs "
             "an autoencoder flags as keys get f(AE(x)) (Namba 2019; trained once, cached in RUN/defense/)"
         ),
-    ] = Defense.none,
-    output: Annotated[ServeOutput, typer.Option(help="what predictions carry")] = ServeOutput.logits,
+    ] = Defense("none"),
+    output: Annotated[ServeOutput, typer.Option(help="what predictions carry")] = ServeOutput("logits"),
     name: Annotated[
         str | None, typer.Option(help="model name in TF-Serving/KServe URLs (default: the run folder's name)")
     ] = None,
@@ -719,6 +676,7 @@ def serve(
     Example: nnmark serve --model runs/wm --port 8000, then
     nnmark verify --key runs/wm/watermark.key --url http://127.0.0.1:8000
     """
+    _require_extras(serve=True)
     from nnmark.serve import run_server
 
     shown = name or model.resolve().name
@@ -768,7 +726,7 @@ def list_cmd(
 
 
 def _fail(message: str) -> NoReturn:
-    err.print(f"nnmark: error: {message}", soft_wrap=True)
+    err.print(f"nnmark: error: {message}", soft_wrap=True, markup=False)
     raise SystemExit(2)
 
 

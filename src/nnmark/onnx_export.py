@@ -77,8 +77,9 @@ def _to_onnx_bytes(model: torch.nn.Module, input_shape: tuple[int, int, int]) ->
 
 
 def _add_metadata(data: bytes, spec: ModelSpec, run_dir: str | Path) -> bytes:
-    import onnx
+    from nnmark.extras import require
 
+    onnx = require("onnx", "onnx")
     proto = onnx.load_from_string(data)
     props = {
         "producer": "nnmark",
@@ -95,8 +96,9 @@ def _add_metadata(data: bytes, spec: ModelSpec, run_dir: str | Path) -> bytes:
 
 
 def _check_against_torch(data: bytes, model: torch.nn.Module, input_shape: tuple[int, int, int]) -> None:
-    import onnxruntime as ort
+    from nnmark.extras import require
 
+    ort = require("onnx", "onnxruntime")
     x = torch.rand(3, *input_shape, generator=torch.Generator().manual_seed(1))
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})

@@ -108,7 +108,9 @@ class OnnxOracle(Oracle):
 
     def __init__(self, path: str | Path, budget: int | None = None, batch_size: int = 512) -> None:
         super().__init__(budget)
-        import onnxruntime as ort
+        from nnmark.extras import require
+
+        ort = require("onnx", "onnxruntime")
 
         path = Path(path)
         if not path.is_file():

@@ -16,15 +16,25 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 import random
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Annotated, Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import (
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 from torch import Tensor, nn
 
 from nnmark.errors import NnmarkError
@@ -44,9 +54,6 @@ __all__ = [
     "train",
 ]
 
-OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("none", "cosine", "step")
-AUGMENTS = ("none", "crop-flip")
 
 # Offsets that derive the augmentation and mixer generators from the seed (arbitrary constants).
 _AUG_STREAM = 0x5EED_A06
@@ -91,9 +98,21 @@ def resolve_device(name: str) -> torch.device:
     raise NnmarkError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto")
 
 
-@dataclass(frozen=True)
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("none", "cosine", "step")
+AUGMENTS = ("none", "crop-flip")
+_CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "augment": AUGMENTS}
+_NUMBERS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "seed")
+
+
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class TrainConfig:
     """Hyper-parameters of one training run; invalid values raise NnmarkError at construction.
+
+    A frozen pydantic dataclass: validated like every other nnmark config (the schemes' and
+    attacks' ``Params``), and still a dataclass, so ``dataclasses.replace`` and ``fields`` work
+    (``replace`` validates again). Numbers given as text (``--set lr=1e-3`` reads "1e-3" as a
+    string) are converted; booleans are never taken for numbers.
 
     Attributes:
         epochs: passes over the training set (>= 1).
@@ -112,51 +131,46 @@ class TrainConfig:
         compile: wrap the model in ``torch.compile`` for the run (off by default).
     """
 
-    epochs: int = 5
-    batch_size: int = 64
-    lr: float = 1e-3
+    epochs: int = Field(default=5, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=1e-3, gt=0, allow_inf_nan=False)
     optimizer: str = "adam"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
+    momentum: float = Field(default=0.9, ge=0, lt=1, allow_inf_nan=False)
+    weight_decay: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     schedule: str = "none"
     augment: str = "none"
-    seed: int = 0
-    device: str = "cpu"
-    compile: bool = False
+    seed: int = Field(default=0, ge=0, lt=2**63)
+    device: str = Field(default="cpu", min_length=1)
+    compile: Annotated[bool, Strict()] = False
 
-    def __post_init__(self) -> None:
-        def bad(field: str, value: object, why: str) -> NnmarkError:
-            return NnmarkError(f"training setting {field}={value!r} is invalid: {why}")
+    @field_validator(*_NUMBERS, mode="before")
+    @classmethod
+    def _no_bool(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError("a number, not true/false")
+        return value
 
-        def whole(value: object) -> bool:
-            return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    @field_validator(*_CHOICES, mode="after")
+    @classmethod
+    def _known(cls, value: str, info: ValidationInfo) -> str:
+        known = _CHOICES[str(info.field_name)]
+        if value not in known:
+            raise ValueError(f"use one of {', '.join(known)}")
+        return value
 
-        if not whole(self.epochs) or self.epochs < 1:
-            raise bad("epochs", self.epochs, "use a whole number >= 1")
-        if not whole(self.batch_size) or self.batch_size < 1:
-            raise bad("batch_size", self.batch_size, "use a whole number >= 1")
-        for name in ("lr", "momentum", "weight_decay"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise bad(name, value, "use a number")
-            if not math.isfinite(value) or value < 0:
-                raise bad(name, value, "use a finite number >= 0")
-        if self.lr <= 0:
-            raise bad("lr", self.lr, "the learning rate must be > 0")
-        if self.momentum >= 1:
-            raise bad("momentum", self.momentum, "use a value in [0, 1)")
-        if self.optimizer not in OPTIMIZERS:
-            raise bad("optimizer", self.optimizer, f"use one of {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise bad("schedule", self.schedule, f"use one of {', '.join(SCHEDULES)}")
-        if self.augment not in AUGMENTS:
-            raise bad("augment", self.augment, f"use one of {', '.join(AUGMENTS)}")
-        if not whole(self.seed) or not 0 <= self.seed < 2**63:
-            raise bad("seed", self.seed, "use a whole number in [0, 2**63)")
-        if not isinstance(self.device, str) or not self.device:
-            raise bad("device", self.device, "use cpu, cuda, cuda:N or auto")
-        if not isinstance(self.compile, bool):
-            raise bad("compile", self.compile, "use true or false")
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_line(cls, values: Any, handler: ModelWrapValidatorHandler[TrainConfig]) -> TrainConfig:
+        """Any invalid setting becomes one NnmarkError line naming the setting and the fix."""
+        try:
+            return handler(values)
+        except ValidationError as e:
+            problems = []
+            for err in e.errors():
+                name = ".".join(str(p) for p in err["loc"]) or "?"
+                why = err["msg"].removeprefix("Value error, ")
+                problems.append(f"training setting {name}={err.get('input')!r} is invalid: {why}")
+            raise NnmarkError("; ".join(problems)) from None
 
 
 @dataclass(frozen=True)

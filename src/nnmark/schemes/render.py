@@ -1,15 +1,31 @@
-"""Images drawn from the fonts matplotlib ships (DejaVu), so trigger sets need no second dataset."""
+"""Images drawn from DejaVu fonts (letters, Zhang's "TEST" stamp), so trigger sets need no second dataset.
+
+The fonts are looked for, file by file, in: ``$NNMARK_FONT_DIR``; matplotlib's own copy, when
+matplotlib is installed (found without importing it); the system's font folders (Debian's
+``fonts-dejavu-core`` and ``fonts-dejavu-extra`` put them in /usr/share/fonts/truetype/dejavu);
+and ``fc-match``. The same font files and the same generator give the same images. Rendering is
+part of a key's contract wherever a verifier re-derives key images from the key secret, so the
+copies must agree: Debian's DejaVu 2.37 and matplotlib's copy draw identical letters and stamps
+(``tests/test_extras.py`` checks it where both are present); another release or Pillow's FreeType
+could differ.
+"""
 
 from __future__ import annotations
 
 import functools
+import importlib.util
+import os
+import shutil
 import string
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
+
+from nnmark.errors import NnmarkError
 
 FONT_FILES = (
     "DejaVuSans.ttf",
@@ -20,18 +36,81 @@ FONT_FILES = (
     "DejaVuSansMono.ttf",
 )
 LETTERS = string.ascii_letters
+FONT_ENV = "NNMARK_FONT_DIR"
+SYSTEM_FONT_DIRS = (
+    "/usr/share/fonts/truetype/dejavu",  # Debian, Ubuntu
+    "/usr/share/fonts/dejavu",  # Fedora, Arch (older)
+    "/usr/share/fonts/TTF",  # Arch
+    "/usr/share/fonts/dejavu-sans-fonts",  # Fedora
+    "/usr/share/fonts/dejavu-serif-fonts",
+    "/usr/share/fonts/dejavu-sans-mono-fonts",
+    "/usr/local/share/fonts",
+    "/opt/homebrew/share/fonts",
+    "~/.local/share/fonts",
+    "~/.fonts",
+    "~/Library/Fonts",
+    "/Library/Fonts",
+)
+# Debian package that ships each file
+_DEBIAN_PACKAGE = {"DejaVuSans-Oblique.ttf": "fonts-dejavu-extra"}
+# fontconfig pattern of each file, for fc-match
+_FC_PATTERN = {
+    "DejaVuSans.ttf": "DejaVu Sans:style=Book",
+    "DejaVuSans-Bold.ttf": "DejaVu Sans:style=Bold",
+    "DejaVuSerif.ttf": "DejaVu Serif:style=Book",
+    "DejaVuSerif-Bold.ttf": "DejaVu Serif:style=Bold",
+    "DejaVuSans-Oblique.ttf": "DejaVu Sans:style=Oblique",
+    "DejaVuSansMono.ttf": "DejaVu Sans Mono:style=Book",
+}
+
+
+def font_dirs() -> list[Path]:
+    """Folders searched for the DejaVu files, in order (see the module docstring)."""
+    dirs = []
+    if os.environ.get(FONT_ENV):
+        dirs.append(Path(os.environ[FONT_ENV]).expanduser())
+    spec = importlib.util.find_spec("matplotlib")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        dirs.append(Path(location) / "mpl-data" / "fonts" / "ttf")
+    dirs.extend(Path(d).expanduser() for d in SYSTEM_FONT_DIRS)
+    return dirs
+
+
+def _fc_match(name: str) -> Path | None:
+    """The file fontconfig names for ``name``'s family and style, if it is that very file."""
+    exe = shutil.which("fc-match")
+    if exe is None:
+        return None
+    try:
+        found = subprocess.run(
+            [exe, "--format=%{file}", _FC_PATTERN[name]], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    path = Path(found) if found else None
+    return path if path is not None and path.name == name and path.is_file() else None
 
 
 @functools.cache
-def _font_dir() -> Path:
-    import matplotlib
-
-    return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+def font_path(name: str) -> Path:
+    """Where font file ``name`` (one of :data:`FONT_FILES`) is; NnmarkError naming the package if nowhere."""
+    for folder in font_dirs():
+        if (folder / name).is_file():
+            return folder / name
+    found = _fc_match(name)
+    if found is not None:
+        return found
+    package = _DEBIAN_PACKAGE.get(name, "fonts-dejavu-core")
+    raise NnmarkError(
+        f"the font {name} (DejaVu) was not found: install it with `apt-get install {package}` "
+        f"(Debian/Ubuntu) or `pip install 'nnmark[plots]'` (matplotlib ships it), or set "
+        f"{FONT_ENV} to a folder holding it"
+    )
 
 
 @functools.cache
 def _font(name: str, size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(str(_font_dir() / name), size)
+    return ImageFont.truetype(str(font_path(name)), size)
 
 
 def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:

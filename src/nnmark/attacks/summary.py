@@ -1,0 +1,43 @@
+"""The lines ``nnmark attack`` prints about an :class:`~nnmark.attacks.run.AttackResult`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nnmark.attacks.run import AttackResult
+
+
+def _rates(value: Any) -> str:
+    return ", ".join(f"{n} {r:.2%}" for n, r in value.items())
+
+
+def attack_lines(name: str, out_dir: str | Path, result: AttackResult) -> list[str]:
+    """What changed: a claim attack's signed key and its before/after metrics, the test accuracy,
+    and each key's verdict on the attacked model (with the reason where it decides nothing, and
+    always for null embedding, whose verdict needs its explanation)."""
+    from nnmark.io import KEY_FILE
+
+    lines = []
+    claim = result.claim
+    if claim is not None:
+        key_file = Path(out_dir) / KEY_FILE
+        lines.append(f"{name}: the attacker's key {key_file} is signed by {claim.signer.name!r}")
+        for stage in ("before", "after"):
+            if isinstance(claim.metrics.get(stage), dict):
+                parts = [
+                    f"{k} {v:.2%}" if isinstance(v, float) else f"{k} {_rates(v)}"
+                    for k, v in claim.metrics[stage].items()
+                ]
+                lines.append(f"  {stage}: " + "; ".join(parts))
+    lines.append(
+        f"{name}: test accuracy {result.victim_accuracy:.2%} -> {result.metrics['test_accuracy']:.2%}; "
+        f"saved {out_dir}"
+    )
+    for kpath, k, v in result.verdicts:
+        state = {True: "found", False: "not found", None: "no verdict"}[v.watermarked]
+        lines.append(f"  {kpath}: watermark {state} (p-value {v.p_value:.3g}, {v.matches}/{v.queries})")
+        if v.watermarked is None or k.scheme == "li-null-embedding":
+            lines.append(f"    {v.reason}")
+    return lines

@@ -1,0 +1,129 @@
+"""The command line's choices come from the library's registries: a new test, protocol or defense
+registered in the library is accepted without editing the CLI."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from nnmark import choices
+from nnmark.registry import Registry
+
+
+def invoke(*args: str | Path) -> tuple[int, str]:
+    from nnmark import cli
+
+    result = CliRunner().invoke(cli.app, [str(a) for a in args], env={"COLUMNS": "200"})
+    return result.exit_code, result.output + (str(result.exception) if result.exception else "")
+
+
+@pytest.fixture
+def registered(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Register names in a registry as a library module would, then load the CLI again."""
+    from nnmark import cli
+
+    def add(registry: Registry[Any], name: str) -> None:
+        monkeypatch.setitem(registry._items, name, f"{name} (registered by a test)")
+        importlib.reload(cli)
+
+    yield add
+    monkeypatch.undo()
+    importlib.reload(cli)
+
+
+def test_cli_enums_are_the_registries() -> None:
+    from nnmark import cli
+
+    for enum, registry in (
+        (cli.Test, choices.TESTS),
+        (cli.Protocol, choices.PROTOCOLS),
+        (cli.InputType, choices.INPUT_TYPES),
+        (cli.Defense, choices.DEFENSES),
+        (cli.ServeOutput, choices.SERVE_OUTPUTS),
+        (cli.ListWhat, choices.LISTINGS),
+    ):
+        assert [m.value for m in enum] == registry.names()
+
+
+@pytest.mark.parametrize(
+    ("registry", "command"),
+    [
+        (choices.TESTS, ["verify", "--key", "absent.key", "--model", "absent-run", "--test"]),
+        (choices.PROTOCOLS, ["verify", "--key", "absent.key", "--url", "http://127.0.0.1:9", "--protocol"]),
+        (choices.DEFENSES, ["serve", "--model", "absent-run", "--defense"]),
+        (choices.SERVE_OUTPUTS, ["serve", "--model", "absent-run", "--output"]),
+    ],
+)
+def test_a_registered_name_is_accepted_without_a_cli_edit(
+    registry: Registry[Any],
+    command: list[str],
+    registered: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, text = invoke(*command, "brand-new")
+    assert code == 2 and "Invalid value" in text and "brand-new" in text  # the parser refuses it
+    registered(registry, "brand-new")
+    code, text = invoke(*command[:1], "--help")
+    assert "brand-new" in text
+    code, text = invoke(*command, "brand-new")
+    # the parser takes it; the library then decides (the key or run does not exist, or the
+    # implementation does not know the name: its own one-line error)
+    assert code != 0 and "Invalid value" not in text, text
+    assert "absent" in text or "brand-new" in text, text
+
+
+def test_registries_match_what_the_library_accepts() -> None:
+    from nnmark.schemes import SCHEMES
+
+    for name in SCHEMES.names():
+        scheme = SCHEMES.get(name)
+        assert set(scheme.tests) <= set(choices.TESTS.names()), name
+        assert scheme.default_test in scheme.tests
+    http_oracle = pytest.importorskip("nnmark.http_oracle")
+    serve = pytest.importorskip("nnmark.serve")
+    assert set(http_oracle.PROTOCOLS) == set(choices.PROTOCOLS.names())
+    assert set(serve.DEFENSES) == set(choices.DEFENSES.names())
+    assert set(serve.OUTPUTS) == set(choices.SERVE_OUTPUTS.names())
+
+
+def test_every_listing_lists_something() -> None:
+    from nnmark.listing import listing
+
+    for what in choices.LISTINGS.names():
+        rows = listing(what)
+        assert rows and all(name and summary for name, summary, _ in rows), what
+
+
+def test_training_settings_validate_like_other_configs() -> None:
+    """TrainConfig is a pydantic dataclass: --set values convert, bad ones are one line, replace re-checks."""
+    from dataclasses import replace
+
+    from nnmark.errors import NnmarkError
+    from nnmark.training import TrainConfig
+    from nnmark.workflow import parse_settings, split_training_settings
+
+    config, rest = split_training_settings(
+        parse_settings(["lr=1e-3", "batch_size=32", "optimizer=sgd", "hidden=64"]), TrainConfig(epochs=2)
+    )
+    assert (config.lr, config.batch_size, config.optimizer, config.epochs) == (1e-3, 32, "sgd", 2)
+    assert rest == {"hidden": 64}
+    with pytest.raises(NnmarkError, match=r"^training setting batch_size=0 is invalid: .*greater than"):
+        replace(config, batch_size=0)
+    with pytest.raises(
+        NnmarkError, match="training setting optimizer='rmsprop' is invalid: use one of adam, sgd"
+    ):
+        TrainConfig(optimizer="rmsprop")
+    with pytest.raises(NnmarkError, match="epochs=True"):
+        TrainConfig(epochs=True)
+    with pytest.raises(NnmarkError, match="unknown_setting"):
+        TrainConfig(unknown_setting=1)  # type: ignore[call-arg]
+    with pytest.raises(AttributeError):
+        config.lr = 0.1  # type: ignore[misc]
+    assert hash(config) == hash(replace(config))
