@@ -86,11 +86,13 @@ def test_registries_match_what_the_library_accepts() -> None:
         scheme = SCHEMES.get(name)
         assert set(scheme.tests) <= set(choices.TESTS.names()), name
         assert scheme.default_test in scheme.tests
-    http_oracle = pytest.importorskip("nnmark.http_oracle")
+    pytest.importorskip("nnmark.http_oracle")
     serve = pytest.importorskip("nnmark.serve")
-    assert set(http_oracle.PROTOCOLS) == set(choices.PROTOCOLS.names())
-    assert set(serve.DEFENSES) == set(choices.DEFENSES.names())
-    assert set(serve.OUTPUTS) == set(choices.SERVE_OUTPUTS.names())
+    from nnmark import wire
+
+    assert choices.PROTOCOLS is wire.PROTOCOLS  # the client's and server's codecs are the CLI's choices
+    assert set(serve.defenses.DEFENSES) == set(choices.DEFENSES.names())
+    assert set(wire.base.OUTPUTS) == set(choices.SERVE_OUTPUTS.names())
 
 
 def test_every_listing_lists_something() -> None:

@@ -14,12 +14,11 @@ Each entry maps a name to its one-line description (``INPUT_TYPES``: to what ``H
 from __future__ import annotations
 
 from nnmark.registry import Registry
+from nnmark.wire import PROTOCOLS as PROTOCOLS  # the wire protocols' own registry (numpy, pydantic)
 
 TESTS: Registry[str] = Registry("test")
 """Statistical tests a verifier may ask for (each scheme supports some: ``Scheme.tests``)."""
 
-PROTOCOLS: Registry[str] = Registry("protocol")
-"""Prediction protocols ``HttpOracle`` speaks and ``nnmark serve`` serves."""
 
 DEFENSES: Registry[str] = Registry("defense")
 """Query defenses ``nnmark serve`` can put in front of a model."""
@@ -41,12 +40,6 @@ for _name, _doc in (
 ):
     TESTS.register(_name)(_doc)
 
-for _name, _doc in (
-    ("nnmark", "nnmark's own JSON protocol (http://HOST:PORT)"),
-    ("tf-serving", "TensorFlow Serving REST (http://HOST:8501/v1/models/NAME)"),
-    ("kserve-v2", "KServe v2 / Open Inference Protocol (http://HOST:8080/v2/models/NAME)"),
-):
-    PROTOCOLS.register(_name)(_doc)
 
 for _name, _doc in (
     ("none", "answer every query"),

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 
 from nnmark import __version__
-from nnmark.choices import DEFENSES, INPUT_TYPES, LISTINGS, SERVE_OUTPUTS, TESTS
+from nnmark.choices import DEFENSES, INPUT_TYPES, LISTINGS, PROTOCOLS, SERVE_OUTPUTS, TESTS
 from nnmark.cli_remote import (
     BatchSizeOpt,
     HeaderOpt,
@@ -29,8 +29,6 @@ from nnmark.cli_remote import (
     InputScaleOpt,
     OutputKind,
     OutputOpt,
-    Protocol,
-    ProtocolOpt,
     RateLimitOpt,
     RemoteOptions,
     RetriesOpt,
@@ -77,12 +75,14 @@ def registry_enum(name: str, registry: Registry[Any]) -> type[StrEnum]:
 
 if TYPE_CHECKING:
     Test: TypeAlias = StrEnum
+    Protocol: TypeAlias = StrEnum
     InputType: TypeAlias = StrEnum
     Defense: TypeAlias = StrEnum
     ServeOutput: TypeAlias = StrEnum
     ListWhat: TypeAlias = StrEnum
 else:
     Test = registry_enum("Test", TESTS)
+    Protocol = registry_enum("Protocol", PROTOCOLS)
     InputType = registry_enum("InputType", INPUT_TYPES)
     Defense = registry_enum("Defense", DEFENSES)
     ServeOutput = registry_enum("ServeOutput", SERVE_OUTPUTS)
@@ -293,7 +293,9 @@ def verify_cmd(
     model: Annotated[Path | None, typer.Option(help="suspect run folder")] = None,
     onnx: Annotated[Path | None, typer.Option(help="suspect ONNX file")] = None,
     url: Annotated[str | None, typer.Option(help="suspect prediction API")] = None,
-    protocol: ProtocolOpt = Protocol.nnmark,  # type: ignore[attr-defined]
+    protocol: Annotated[Protocol, typer.Option(help="the prediction protocol --url speaks")] = Protocol(
+        "nnmark"
+    ),
     header: HeaderOpt = None,
     timeout: TimeoutOpt = 30.0,
     retries: RetriesOpt = 3,

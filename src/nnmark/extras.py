@@ -22,6 +22,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 }
 """Each extra and the top-level modules it provides (pyproject.toml's optional-dependencies)."""
 
+#: packages an extra installs that the code uses when present and does without otherwise
+SPEEDUPS: dict[str, tuple[str, ...]] = {"serve": ("orjson",)}
 GATED_MODULES = {"nnmark.http_oracle": "serve", "nnmark.serve": "serve"}
 """nnmark modules that import an extra's packages at their top; every other module imports them
 where it uses them (through :func:`require`), so a core install imports all of nnmark but these."""
@@ -63,6 +65,8 @@ def require(extra: str, module: str) -> ModuleType:
     """
     if extra not in EXTRAS:
         raise ValueError(f"unknown extra {extra!r}; known: {', '.join(EXTRAS)}")
+    if module.startswith("nnmark."):  # an nnmark module may import its extra's packages lazily
+        require_all(extra)
     try:
         return importlib.import_module(module)
     except ImportError as e:
