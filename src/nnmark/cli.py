@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from nnmark import __version__
+from nnmark.cli_experiments import register as register_experiments
 from nnmark.errors import NnmarkError
 
 out = Console(highlight=False, soft_wrap=True)
@@ -33,6 +34,7 @@ app = typer.Typer(
 )
 key_app = typer.Typer(help="Inspect watermark keys.", no_args_is_help=True)
 app.add_typer(key_app, name="key")
+register_experiments(app)  # nnmark grid run, nnmark reproduce
 
 _state: dict[str, bool] = {"verbose": False}
 
