@@ -197,3 +197,19 @@ def test_epoch_probe_measures_every_epoch_without_changing_training(small_mnist:
 def test_an_unknown_cell_setting_fails_that_cell() -> None:
     rec = run_cell({"task": "watermark", "scheme": "zhang-content", "epocs": 1})
     assert rec["status"] == FAILED and "epocs" in rec["error"]
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.joinpath("experiments").glob("*.yaml")))
+def test_shipped_grids_expand_into_valid_cells(path: Path) -> None:
+    from nnmark.attacks import ATTACKS
+    from nnmark.experiments.cells import WatermarkCell
+    from nnmark.schemes import SCHEMES
+
+    cells = expand(parse_grid(path.read_text(), str(path)))
+    assert cells
+    for c in cells:
+        cell = WatermarkCell(**c)  # every setting is one the task knows
+        if cell.scheme:
+            SCHEMES.get(cell.scheme)
+        for a in cell.attacks:
+            assert a.name == "query-modification" or ATTACKS.get(a.name)
