@@ -116,12 +116,11 @@ def main() -> None:
     print(
         f"{args.models} × digit-cnn on {args.data} ({len(x)} images, {args.epochs} epoch(s)), device {device}"
     )
-    print(
-        f"one at a time (nnmark engine): {t_single:8.2f} s  {rate['single']:10,.0f} images/s  acc {acc[0]:.3f}"
-    )
-    print(
-        f"batched (torch.func vmap):     {t_batched:8.2f} s  {rate['batched']:10,.0f} images/s  acc {acc[1]:.3f}"
-    )
+    for label, key, t, a in (
+        ("one at a time (nnmark engine)", "single", t_single, acc[0]),
+        ("batched (torch.func vmap)", "batched", t_batched, acc[1]),
+    ):
+        print(f"{label:30} {t:8.2f} s  {rate[key]:10,.0f} images/s  acc {a:.3f}")
     print(f"speed-up: {t_single / t_batched:.2f}×")
 
 
