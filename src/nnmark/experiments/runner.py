@@ -62,16 +62,16 @@ def _local(cells: Sequence[Cell], workers: int) -> Iterator[dict[str, Any]]:
         ctx.set_forkserver_preload([*PRELOAD])
     else:
         ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
-        pending: set[Future[dict[str, Any]]] = {pool.submit(run_cell, c) for c in cells}
-        try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for f in done:
-                    yield f.result()
-        finally:
-            for f in pending:
-                f.cancel()
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
+    pending: set[Future[dict[str, Any]]] = set()
+    try:
+        pending = {pool.submit(run_cell, c) for c in cells}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                yield f.result()
+    finally:  # interrupted: drop the cells not started; finished records are already written
+        pool.shutdown(wait=not pending, cancel_futures=True)
 
 
 def _ray(cells: Sequence[Cell], workers: int, address: str | None) -> Iterator[dict[str, Any]]:
