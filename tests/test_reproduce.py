@@ -107,3 +107,22 @@ def test_reproduce_zhang2018_tiny_from_the_cli_and_resumed(tmp_path: Path) -> No
     res = CliRunner().invoke(app, args)  # nothing to run again: tables are rewritten from the records
     assert res.exit_code == 0 and (tmp_path / "zhang2018.md").is_file()
     assert [p.stat().st_mtime_ns for p in records] == stamps
+
+
+def test_results_page_puts_each_papers_discussion_above_its_tables(tmp_path: Path) -> None:
+    from nnmark.experiments.reproduce.page import build
+
+    run = tmp_path / "run" / "zhang2018"
+    run.mkdir(parents=True)
+    (run / "zhang2018.md").write_text("## zhang2018: title\n\ntables here\n![fig](zhang2018_fig6.png)\n")
+    (run / "zhang2018_fig6.png").write_bytes(b"png")
+    disc = tmp_path / "d.md"
+    disc.write_text("# Results\n\nintro\n\n## zhang2018\n\nWe agree on X.\n\n## li2019\n\nLi text.\n")
+    out = build([tmp_path / "run"], disc, tmp_path / "docs" / "results.md")
+    page = out.read_text()
+    assert page.index("intro") < page.index("We agree on X.") < page.index("tables here")
+    assert (
+        "](results/zhang2018_fig6.png)" in page
+        and (tmp_path / "docs" / "results" / "zhang2018_fig6.png").is_file()
+    )
+    assert "## li2019\n\nNot run yet." in page  # a paper without a run says so
