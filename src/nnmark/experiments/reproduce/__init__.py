@@ -48,7 +48,7 @@ def run_reproduction(
     cells = rep.cells(sc, datasets)
     out = Path(out)
     results = out / "records"
-    report = run_cells(
+    run_cells(
         cells,
         results,
         backend=backend,
@@ -67,7 +67,7 @@ def run_reproduction(
         notes,
         out,
         failed=[r for r in records if r["status"] != "ok"],
-        seconds=sum(r.get("timings", {}).get("seconds", 0.0) for r in report.records),
+        seconds=sum(r.get("timings", {}).get("seconds", 0.0) for r in records),
     )
 
 
@@ -90,7 +90,7 @@ def write_outputs(
         "",
         f"Scale `{sc.name}`: {sc.repeats} repeat(s) (seeds) per setting, {sc.epochs} training epoch(s), "
         f"{sc.n_train or 'all'} training / {sc.n_test or 'all'} test images; "
-        f"{len(records)} cells ({len(failed)} failed); cell time this run {seconds:.0f} s; "
+        f"{len(records)} cells ({len(failed)} failed); {seconds / 60:.0f} min of cell time in all; "
         f"python {platform.python_version()}, {datetime.now(UTC).date()}.",
         "",
         *[f"- {n}" for n in notes],

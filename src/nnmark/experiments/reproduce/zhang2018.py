@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from nnmark.experiments.grid import Cell
 from nnmark.experiments.reproduce.base import DataChoice, Reproduction, Scale, pick, select
-from nnmark.experiments.reproduce.tables import Row, Table
+from nnmark.experiments.reproduce.tables import Row, Table, paper_values
 
 METHODS = {"WMcontent": "zhang-content", "WMunrelated": "zhang-unrelated", "WMnoise": "zhang-noise"}
 TARGET = 0
@@ -96,6 +96,25 @@ class Zhang2018(Reproduction):
                         ("Table 2", f"{paper_ds} / testing accuracy", method) if paper_ds else None,
                     )
                 )
+            clean = {
+                r["config"]["seed"]: r["metrics"]["model"]["test_accuracy"]
+                for r in select(records, dataset=data.name, method="CleanModel")
+            }
+            for method in METHODS:
+                recs = select(records, dataset=data.name, method=method)
+                paired = [
+                    r["metrics"]["model"]["test_accuracy"] - clean[r["config"]["seed"]]
+                    for r in recs
+                    if r["config"]["seed"] in clean
+                ]
+                note = ""
+                if paper_ds:
+                    refs = paper_values(self.paper)
+                    wm = refs[("Table 2", "MNIST / testing accuracy", method)].number
+                    base = refs[("Table 2", "MNIST / testing accuracy", "CleanModel")].number
+                    if wm is not None and base is not None:
+                        note = f"paper: {wm - base:+.2f} points (Table 2 arithmetic)"
+                t2.add(Row(f"{label} / watermarked − clean, same seed (points)", method, paired, note=note))
         for kind in ("trained", "new"):
             for method in METHODS:
                 t1.add(
