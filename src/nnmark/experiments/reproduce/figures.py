@@ -25,6 +25,10 @@ def line_plot(
         ax.plot(list(x), list(y), marker="o", label=name)
     for name, (x, y) in (reference or {}).items():
         ax.plot(list(x), list(y), linestyle="--", marker="x", label=f"paper: {name}")
+    if all(float(v).is_integer() for _, (x, _) in series.items() for v in x):
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
