@@ -213,3 +213,15 @@ def test_shipped_grids_expand_into_valid_cells(path: Path) -> None:
             SCHEMES.get(cell.scheme)
         for a in cell.attacks:
             assert a.name == "query-modification" or ATTACKS.get(a.name)
+
+
+def test_ray_and_matplotlib_are_imported_only_when_used() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, nnmark.cli, nnmark.experiments.runner, nnmark.experiments.reproduce\n"
+        "print(sorted(m for m in ('ray', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
