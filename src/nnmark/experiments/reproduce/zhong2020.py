@@ -182,6 +182,8 @@ class Zhong2020(Reproduction):
             for method in (PROPOSED, ZHANG):
                 for axis, values in (("α", alphas), ("β", betas)):
                     for v in values:
+                        if axis == "β" and v == OUR_BETA:
+                            continue  # the shared point, already shown in the α sweep
                         a, b = (v, OUR_BETA) if axis == "α" else (PAPER_ALPHA, v)
                         recs = select(records, dataset=ds, method=method, alpha=a, beta=b)
                         row = f"{label} / {method} / {axis} = {v:g}" + (
