@@ -165,6 +165,9 @@ class Li2019(Reproduction):
                         ("Table 4", "Digit", f"Watermarked Model / {part}") if paper else None,
                     )
                 )
+            found, none = verdict_shares(owner, "model")
+            t4.add(Row(label, "Watermarked Model / found at α = 1e-6 (nnmark's verdict, owner mode)", found))
+            t4.add(Row(label, "Watermarked Model / no verdict", none))
             for who, recs, pcol in (
                 ("watermark-free models", clean, "false positive rate, watermark-free models"),
                 ("watermarked models", owner, "false positive rate, watermarked Digit/Face/Traffic"),
