@@ -61,7 +61,7 @@ def bar_plot(path: Path, title: str, ylabel: str, groups: dict[str, dict[str, fl
     )
     ax.set_title(title)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="lower left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
