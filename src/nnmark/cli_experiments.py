@@ -55,9 +55,9 @@ def grid_run(
     address: AddressOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list the cells and exit")] = False,
 ) -> None:
-    """Expand FILE into cells and run those without an ``ok`` record in --results.
+    """Expand FILE into cells and run those without an "ok" record in --results (failed ones run again).
 
-    Example: nnmark grid run experiments/zhang2018-quick.yaml --results results/zhang --workers 2
+    Example: nnmark grid run experiments/zhang-attacks.yaml --results results/zhang --workers 2
     """
     from nnmark.experiments.grid import cell_id, expand, load_grid
     from nnmark.experiments.runner import run_cells
