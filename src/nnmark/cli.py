@@ -20,6 +20,7 @@ from rich.console import Console
 
 from nnmark import __version__
 from nnmark.choices import DEFENSES, INPUT_TYPES, LISTINGS, PROTOCOLS, SERVE_OUTPUTS, TESTS
+from nnmark.cli_experiments import register as register_experiments
 from nnmark.cli_remote import (
     BatchSizeOpt,
     HeaderOpt,
@@ -50,6 +51,7 @@ app = typer.Typer(
 )
 key_app = typer.Typer(help="Inspect watermark keys.", no_args_is_help=True)
 app.add_typer(key_app, name="key")
+register_experiments(app)  # nnmark grid run, nnmark reproduce
 
 _state: dict[str, bool] = {"verbose": False}
 

@@ -1,0 +1,175 @@
+"""What every paper reproduction shares: scales (tiny for tests ... full for a GPU), the datasets
+this machine has, cell construction and the selection of records by their tags."""
+
+from __future__ import annotations
+
+import abc
+import logging
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+from nnmark.experiments.grid import Cell
+from nnmark.experiments.reproduce.tables import Table
+
+log = logging.getLogger(__name__)
+
+#: where the Debian package puts Fashion-MNIST; tried when no --data-dir is given
+FASHION_DEBIAN = "/usr/share/datasets/fashion-mnist"
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big a reproduction is. ``small`` shortens every sweep to its ends and the paper's point."""
+
+    name: str
+    repeats: int
+    epochs: int
+    n_train: int | None
+    n_test: int | None
+    attack_epochs: int
+    small: bool
+    keys: int = 100
+    fashion: bool = True
+    random_keys: int = 1000
+    #: clean reference models trained at embedding where p0 must be measured (0: no verdicts there)
+    calibrate: int = 3
+
+
+SCALES = {
+    # the test suite: seconds per paper, tiny data, one repeat
+    "tiny": Scale("tiny", 1, 1, 200, 100, 1, True, keys=20, fashion=False, random_keys=2, calibrate=0),
+    # 2 CPU cores, minutes
+    "quick": Scale("quick", 2, 3, 2000, 1000, 2, True, keys=50, fashion=True, random_keys=20),
+    # the largest CPU run: all of MNIST-5k, full sweeps
+    "cpu": Scale("cpu", 3, 5, None, None, 3, False, keys=100, random_keys=100),
+    # a GPU: 50 repeats where the papers used 50
+    "full": Scale("full", 50, 20, None, None, 10, False, keys=100, random_keys=1000),
+}
+
+
+def get_scale(name: str, repeats: int | None = None) -> Scale:
+    from nnmark.errors import NnmarkError
+
+    if name not in SCALES:
+        raise NnmarkError(f"unknown scale {name!r}; use {', '.join(SCALES)}")
+    scale = SCALES[name]
+    if repeats is not None:
+        if repeats < 1:
+            raise NnmarkError("--repeats must be at least 1")
+        scale = replace(scale, repeats=repeats)
+    return scale
+
+
+@dataclass(frozen=True)
+class DataChoice:
+    """A dataset a reproduction runs on; ``paper`` names the paper's dataset it stands in for."""
+
+    name: str
+    data_dir: str | None
+    paper: str
+
+
+def available_datasets(scale: Scale, data_dir: str | None) -> tuple[list[DataChoice], list[str]]:
+    """MNIST-5k always (embedded); Fashion-MNIST where its files are (``data_dir``, $NNMARK_DATA or the
+    Debian package's folder), else a note saying it was skipped."""
+    from nnmark.data import load_dataset
+    from nnmark.errors import NnmarkError
+
+    chosen = [DataChoice("mnist5k", None, "MNIST")]
+    notes = [
+        "MNIST-5k (4,000 training / 1,000 test digits, embedded) stands in for the papers' MNIST "
+        "(60,000 / 10,000)."
+    ]
+    if not scale.fashion:
+        return chosen, notes
+    for where in [data_dir] if data_dir else [None, FASHION_DEBIAN]:
+        try:
+            load_dataset("fashion-mnist", where)
+        except NnmarkError:
+            continue
+        chosen.append(DataChoice("fashion-mnist", where, "Fashion-MNIST"))
+        return chosen, notes
+    notes.append(
+        "Fashion-MNIST skipped: no files found (install the Debian package or pass --data-dir with "
+        "train-images-idx3-ubyte etc.)."
+    )
+    return chosen, notes
+
+
+class Reproduction(abc.ABC):
+    """One paper: the cells to run and the tables/figures made from their records."""
+
+    paper: ClassVar[str]
+    title: ClassVar[str]
+
+    @abc.abstractmethod
+    def cells(self, scale: Scale, datasets: list[DataChoice]) -> list[Cell]: ...
+
+    @abc.abstractmethod
+    def tables(
+        self, records: list[dict[str, Any]], scale: Scale, datasets: list[DataChoice]
+    ) -> list[Table]: ...
+
+    def figures(self, records: list[dict[str, Any]], scale: Scale, out: Path) -> list[Path]:
+        return []
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def cell(self, scale: Scale, data: DataChoice, seed: int, group: str, **kw: Any) -> Cell:
+        tags = {"paper": self.paper, "group": group, **kw.pop("tags", {})}
+        return {
+            "task": "watermark",
+            "dataset": data.name,
+            "data_dir": data.data_dir,
+            "n_train": scale.n_train,
+            "n_test": scale.n_test,
+            "model": "digit-cnn",
+            "epochs": scale.epochs,
+            "seed": seed,
+            **kw,
+            "tags": tags,
+        }
+
+
+def select(records: list[dict[str, Any]], **tags: Any) -> list[dict[str, Any]]:
+    """Records with status ok whose config's tags (and ``dataset``) match ``tags``."""
+    out = []
+    for r in records:
+        if r.get("status") != "ok":
+            continue
+        cfg = r["config"]
+        have = {**cfg.get("tags", {}), "dataset": cfg.get("dataset")}
+        if all(have.get(k) == v for k, v in tags.items()):
+            out.append(r)
+    return out
+
+
+def verdict_shares(records: list[dict[str, Any]], stage: str) -> tuple[list[float], list[float]]:
+    """Per record: 1.0 where the verdict on ``stage`` said "found" (else 0.0), and 1.0 where there was
+    no verdict (else 0.0); records without that verdict are left out."""
+    found, none = [], []
+    for r in records:
+        v = r.get("verdicts", {}).get(stage)
+        if v is not None:
+            found.append(1.0 if v["watermarked"] is True else 0.0)
+            none.append(1.0 if v["watermarked"] is None else 0.0)
+    return found, none
+
+
+def pick(records: list[dict[str, Any]], *path: str) -> list[float]:
+    """The number at ``path`` in each record (``metrics`` first), skipping records without it."""
+    vals = []
+    for r in records:
+        node: Any = r
+        for part in ("metrics", *path) if path[0] not in ("metrics", "verdicts") else path:
+            if not isinstance(node, dict) or part not in node:
+                node = None
+                break
+            node = node[part]
+        if isinstance(node, bool):
+            node = float(node)
+        if isinstance(node, int | float) and not (isinstance(node, float) and math.isnan(node)):
+            vals.append(float(node))
+    return vals

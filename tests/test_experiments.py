@@ -1,0 +1,227 @@
+"""Experiment grids: expansion, records, resume, failed cells, local and Ray backends (issue 11)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from nnmark.cli import app
+from nnmark.errors import NnmarkError
+from nnmark.experiments.cells import run_cell
+from nnmark.experiments.grid import cell_id, expand, parse_grid
+from nnmark.experiments.probes import EpochProbe
+from nnmark.experiments.records import FAILED, OK, load_records, record_path
+from nnmark.experiments.runner import run_cells
+
+GRID = """
+name: demo
+task: watermark
+defaults: {epochs: 1, n_train: 200}
+axes:
+  scheme: [null, zhang-content]
+  attacks: [[], [{name: prune, rate: 0.5}]]
+  seed: [0, 1]
+include:
+  - {scheme: zhang-noise, seed: 7}
+  - {scheme: null, attacks: [], seed: 0}
+"""
+
+
+def test_grid_expands_as_written() -> None:
+    cells = expand(parse_grid(GRID))
+    # 2 × 2 × 2 from the axes (first axis outermost), one included cell; the second include repeats a cell
+    assert len(cells) == 9
+    assert cells[0] == {
+        "task": "watermark",
+        "epochs": 1,
+        "n_train": 200,
+        "scheme": None,
+        "attacks": [],
+        "seed": 0,
+    }
+    assert cells[1]["seed"] == 1 and cells[1]["scheme"] is None
+    assert cells[2]["attacks"] == [{"name": "prune", "rate": 0.5}]
+    assert [c["scheme"] for c in cells[:8]] == [None] * 4 + ["zhang-content"] * 4
+    assert cells[8] == {"task": "watermark", "epochs": 1, "n_train": 200, "scheme": "zhang-noise", "seed": 7}
+    # ids depend only on the cell's content
+    assert len({cell_id(c) for c in cells}) == 9
+    assert cell_id(dict(reversed(list(cells[3].items())))) == cell_id(cells[3])
+
+
+def test_grid_rejects_bad_files() -> None:
+    with pytest.raises(NnmarkError, match="axis 'seed' has no values"):
+        expand(parse_grid("axes: {seed: []}"))
+    with pytest.raises(NnmarkError, match="axs"):
+        parse_grid("axs: {seed: [1]}")
+
+
+def echo_cells(n: int, **extra: Any) -> list[dict[str, Any]]:
+    return [{"task": "echo", "value": i, **extra} for i in range(n)]
+
+
+def test_resume_never_reruns_a_finished_cell(tmp_path: Path) -> None:
+    cells = echo_cells(3)
+    stop_after_one: list[dict[str, Any]] = []
+
+    def interrupt(record: dict[str, Any]) -> None:
+        stop_after_one.append(record)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # the grid is interrupted after its first cell
+        run_cells(cells, tmp_path, workers=0, progress=False, on_record=interrupt)
+    assert len(load_records(tmp_path)) == 1
+    first = record_path(tmp_path, stop_after_one[0]["id"])
+    before = first.read_text()
+
+    report = run_cells(cells, tmp_path, workers=0, progress=False)
+    assert (report.total, report.skipped, report.ran) == (3, 1, 2)
+    assert first.read_text() == before  # the finished cell was not run again
+    assert sorted(r["metrics"]["value"] for r in load_records(tmp_path)) == [0, 1, 2]
+
+    again = run_cells(cells, tmp_path, workers=0, progress=False)
+    assert (again.skipped, again.ran) == (3, 0)
+
+
+def test_a_failing_cell_is_recorded_and_the_rest_go_on(tmp_path: Path) -> None:
+    cells = [*echo_cells(1), {"task": "fail", "message": "boom 42"}, *echo_cells(2, sleep=0.01)]
+    report = run_cells(cells, tmp_path, workers=0, progress=False)
+    assert report.ran == 4 and len(report.failed) == 1
+    records = {r["id"]: r for r in load_records(tmp_path)}
+    failed = records[cell_id(cells[1])]
+    assert (
+        failed["status"] == FAILED and "boom 42" in failed["error"] and "RuntimeError" in failed["traceback"]
+    )
+    assert all(records[cell_id(c)]["status"] == OK for c in cells if c["task"] == "echo")
+    for r in records.values():  # every record says what produced it
+        assert set(r["versions"]) == {"nnmark", "torch", "python"} and r["config"]["task"] in ("echo", "fail")
+    # a failed cell is run again on resume; the finished ones are not
+    assert run_cells(cells, tmp_path, workers=0, progress=False).ran == 1
+
+
+def test_grid_cli_runs_a_file_and_exits_1_on_failed_cells(tmp_path: Path) -> None:
+    grid = tmp_path / "g.yaml"
+    grid.write_text("task: echo\naxes: {value: [1, 2]}\n")
+    res = CliRunner().invoke(
+        app, ["grid", "run", str(grid), "--results", str(tmp_path / "r"), "--workers", "0"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "2 cells, 0 already done, 2 run, 0 failed" in res.output
+    assert len(list((tmp_path / "r").glob("*.json"))) == 2
+    grid.write_text("task: fail\naxes: {value: [1]}\n")
+    res = CliRunner().invoke(
+        app, ["grid", "run", str(grid), "--results", str(tmp_path / "r"), "--workers", "0"]
+    )
+    assert res.exit_code == 1 and "failed" in res.output
+
+
+def tiny_cells() -> list[dict[str, Any]]:
+    base = {"task": "watermark", "n_train": 150, "n_test": 100, "epochs": 1, "verify": False}
+    return [
+        {**base, "seed": 0},
+        {
+            **base,
+            "seed": 1,
+            "scheme": "zhang-content",
+            "params": {"target": 0, "keys": 10},
+            "measure": ["fresh_keys"],
+            "attacks": [{"name": "prune", "rate": 0.5}],
+        },
+    ]
+
+
+def comparable(records: list[dict[str, Any]]) -> dict[str, Any]:
+    return {r["id"]: {k: v for k, v in r.items() if k != "timings"} for r in records}
+
+
+def test_process_pool_records_every_cell_and_goes_on_past_a_failure(tmp_path: Path) -> None:
+    cells = [{"task": "fail", "message": "pool boom"}, *echo_cells(3)]
+    report = run_cells(cells, tmp_path, workers=2, progress=False)
+    records = {r["id"]: r for r in load_records(tmp_path)}
+    assert report.ran == 4 and len(records) == 4 and report.failed == [cell_id(cells[0])]
+    assert "pool boom" in records[cell_id(cells[0])]["error"]
+    assert sorted(r["metrics"]["value"] for r in records.values() if r["status"] == OK) == [0, 1, 2]
+
+
+@pytest.mark.slow  # worker start-up plus data loading: ~30 s on the shared 2-core machine
+def test_process_pool_gives_the_records_of_an_in_process_run(tmp_path: Path) -> None:
+    cells = tiny_cells()
+    serial = run_cells(cells, tmp_path / "serial", workers=0, progress=False)
+    pooled = run_cells(cells, tmp_path / "pool", workers=2, progress=False)
+    assert not serial.failed and not pooled.failed, [r.get("error") for r in serial.records + pooled.records]
+    assert comparable(load_records(tmp_path / "serial")) == comparable(load_records(tmp_path / "pool"))
+    rec = json.loads(record_path(tmp_path / "pool", cell_id(cells[1])).read_text())
+    m = rec["metrics"]
+    assert 0 <= m["model"]["test_accuracy"] <= 1 and m["model"]["watermark_accuracy"] is not None
+    assert "new_key_accuracy" in m["model"] and "prune rate=0.5" in m
+
+
+@pytest.mark.slow  # Ray's start-up alone takes ~20-40 s on the shared 2-core machine
+def test_ray_backend_gives_the_records_of_the_local_one(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    cells = tiny_cells()
+    t0 = time.perf_counter()
+    ray_run = run_cells(cells, tmp_path / "ray", backend="ray", workers=2, progress=False)
+    print(f"ray backend: {time.perf_counter() - t0:.1f} s for 2 tiny cells")
+    local = run_cells(cells, tmp_path / "local", workers=0, progress=False)
+    assert not ray_run.failed and not local.failed
+    assert comparable(load_records(tmp_path / "ray")) == comparable(load_records(tmp_path / "local"))
+
+
+def test_epoch_probe_measures_every_epoch_without_changing_training(small_mnist: Any) -> None:
+    from nnmark.models import build_model
+    from nnmark.training import TrainConfig, train
+    from nnmark.workflow import model_spec
+
+    data = small_mnist
+    x, y = data.train_x[:256], data.train_y[:256]
+    config = TrainConfig(epochs=3, seed=3, batch_size=64)
+    spec = model_spec("digit-cnn", data)
+    torch.manual_seed(0)
+    plain = build_model(spec)
+    train(plain, x, y, config, progress=False)
+    torch.manual_seed(0)
+    probed = build_model(spec)
+    probe = EpochProbe(probed, data.test_x[:100], data.test_y[:100], steps=4)
+    train(probed, x, y, config, mixer=probe, progress=False)
+    assert len(probe.curve) == 2 and all(0 <= a <= 1 for a in probe.curve)  # after epochs 1 and 2
+    for a, b in zip(plain.state_dict().values(), probed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_an_unknown_cell_setting_fails_that_cell() -> None:
+    rec = run_cell({"task": "watermark", "scheme": "zhang-content", "epocs": 1})
+    assert rec["status"] == FAILED and "epocs" in rec["error"]
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.joinpath("experiments").glob("*.yaml")))
+def test_shipped_grids_expand_into_valid_cells(path: Path) -> None:
+    from nnmark.attacks import ATTACKS
+    from nnmark.experiments.cells import WatermarkCell
+    from nnmark.schemes import SCHEMES
+
+    cells = expand(parse_grid(path.read_text(), str(path)))
+    assert cells
+    for c in cells:
+        cell = WatermarkCell(**c)  # every setting is one the task knows
+        if cell.scheme:
+            SCHEMES.get(cell.scheme)
+        for a in cell.attacks:
+            assert a.name == "query-modification" or ATTACKS.get(a.name)
+
+
+def test_ray_and_matplotlib_are_imported_only_when_used() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, nnmark.cli, nnmark.experiments.runner, nnmark.experiments.reproduce\n"
+        "print(sorted(m for m in ('ray', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
