@@ -175,22 +175,10 @@ def test_sprt_decides(rate, expected):
         assert math.exp(-t.llr) <= 1e-6  # Ville: crossing the upper boundary keeps p <= alpha
 
 
-def test_control_test_separates_specific_from_class_level_triggers():
-    """Keys the suspect alone answers beat controls; a trigger that fires on every key of the recipe
-    does not, and the test is exact: under exchangeability P(p <= a) <= a."""
-    assert stats.control_test(30, 30, 0, 30) < 1e-15
-    assert stats.control_test(30, 30, 30, 30) == 1.0
-    assert stats.control_test(28, 30, 27, 30) > 0.2
-    rng = np.random.default_rng(0)
-    ps = []
-    for _ in range(4000):  # 40 keys and 40 controls, each answered with the target at rate 0.3
-        hits = rng.random(80) < 0.3
-        ps.append(stats.control_test(int(hits[:40].sum()), 40, int(hits[40:].sum()), 40))
-    assert np.mean(np.array(ps) <= 0.05) <= 0.05 + 0.01
-
-
-def test_enough_controls_are_sent_for_an_early_sprt_found():
-    for keys in (8, 12, 30, 100):
-        n = stats.controls_needed(keys, 1e-6)
-        assert n >= keys and stats.control_test(keys, keys, 0, n) <= 1e-6 / 100
-    assert stats.control_test(3, 3, 0, stats.controls_needed(3, 1e-6)) <= 1e-6  # capped, still enough
+def test_no_not_found_when_chance_itself_is_above_the_weak_rate():
+    """Review of issue 8: p0 = 0.645 made 'not found' mean 'no watermark at 82 %', so an honest 55 %
+    watermark was called not found. Above WEAK_RATE a test cannot rule out a 40-60 % watermark."""
+    d = stats.decide_binomial(55, 100, 0.645, 1e-6)
+    assert d.watermarked is None and "cannot say 'not found'" in d.why
+    assert stats.decide_binomial(0, 100, 0.645, 1e-6).watermarked is None
+    assert stats.decide_binomial(0, 100, 0.3, 1e-6).watermarked is False  # below it, power decides

@@ -1,6 +1,6 @@
 """``nnmark demo``: the owner's workflow end to end on the embedded MNIST-5k, on the CPU.
 
-Trains a clean and a watermarked (zhang-content) digit-cnn, verifies both, attacks the
+Trains a clean and a watermarked (adi) digit-cnn, verifies both, attacks the
 watermarked one (fine-tuning and pruning) and verifies again, then prints a table of verdicts.
 Everything lives in one working folder that is replaced on every run.
 
@@ -10,10 +10,10 @@ reference models for the calibration, and only as many torch threads as there ar
 (:func:`demo_threads`): OpenMP threads that share busy cores spin against each other, and the
 same demo took 444 s with two threads beside one other job instead of 51 s with one.
 
-The verdicts are the owner's (owner mode): zhang-content keys share a target class the owner
-chose, so p0 comes from the clean reference models the owner trained at embed time — the
-claimant's calibration. The table says so in its "p0 from" column, and the footnote shows the
-judge's run, where p0 comes from clean models the verifier names.
+The scheme is Adi et al.'s abstract images (``adi``): the images and their labels follow from the
+key secret, so p0 = 1/C exactly (the "p0 from" column says "protocol"), no clean reference models
+are trained, and the same verdicts hold in a judge's run. (zhang-content, nnmark's earlier demo
+scheme, needs a calibration and control keys of its recipe; see the README.)
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from nnmark.workflow import embed_run, load_model, save_model, train_run
 DEMO_EPOCHS = 3
 DEMO_BATCH = 128
 DEMO_CALIBRATE = 3
-DEMO_SCHEME = "zhang-content"
+DEMO_SCHEME = "adi"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -119,7 +119,7 @@ def _run_demo(
     clean_cfg = TrainConfig(epochs=epochs, batch_size=DEMO_BATCH, seed=seed + 1000, device=device)
     train_run("mnist5k", "digit-cnn", clean_cfg, workdir / "clean")
 
-    console.print(f"2/4 embedding {DEMO_SCHEME} ({calibrate} clean reference models measure chance matches)")
+    console.print(f"2/4 embedding {DEMO_SCHEME} (abstract key images and labels drawn from the key secret)")
     wm = embed_run(
         DEMO_SCHEME, {}, "mnist5k", "digit-cnn", config, workdir / "watermarked", calibrate=calibrate
     )

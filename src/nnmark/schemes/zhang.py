@@ -21,10 +21,16 @@ to class t sends *any* stamped digit to t, and likewise any noisy digit or any r
 (measured, MNIST-5k, digit-cnn, 5 epochs: own keys 100 %; fresh keys drawn from other secrets
 99-100 % for content and noise, 78-89 % for unrelated letters). So a second owner who used the
 same scheme and target would be "found" by the first owner's key. A "found" verdict therefore also
-needs the suspect to answer the claimant's keys more often than control keys the verifier draws by
-the same recipe from its own secret (:func:`nnmark.verify.stats.control_test`); under "not trained
-on this key" the two are exchangeable. Against Zhang's own recipe that test rarely has the power
-to say "found": the verdict then says "no verdict: not specific to this key".
+needs the claimant's keys to beat keys of the same recipe drawn from secrets the verifier draws:
+each control secret is one unit (its keys share a stamp), the rates of 10 of them bound an unseen
+secret's rate as reference models bound p0, and the keys must beat that bound at alpha
+(``nnmark.verify.verifier._specific``). Against Zhang's own recipe that test rarely says "found".
+
+Known weakness (hostile review of this design): the secret stamp is 4 capital letters, about 19
+bits. A second claimant who learns the owner's text (from the owner's key shown in a dispute, or
+by searching with labels-only queries) can grind about 460,000 signed secrets for a key with the
+same text, which the owner's model answers: the control test cannot tell the two owners apart, and
+only the earlier published commitment settles priority. A stamp of 64 secret bits is the fix owed.
 """
 
 from __future__ import annotations

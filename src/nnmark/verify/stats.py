@@ -129,6 +129,15 @@ def decide_binomial(matches: int, n: int, p0: float, alpha: float) -> Decision:
             "(more keys, more reference models or a larger alpha are needed)",
         )
     weak = weak_rate(p0)
+    if weak > WEAK_RATE:
+        return Decision(
+            None,
+            p_value,
+            threshold,
+            f"{matches}/{n} matches do not reach 'found' (need {threshold}), and with p0 = {p0:.3f} a clean "
+            f"model's chance rate is above {WEAK_RATE:.0%}: the test cannot tell a watermark at "
+            f"{WEAK_RATE:.0%}-{weak:.0%} key accuracy from chance, so it cannot say 'not found'",
+        )
     miss = float(stats.binom.cdf(matches, n, weak))
     if miss <= POWER_BETA:
         return Decision(False, p_value, threshold)
@@ -168,30 +177,6 @@ def pattern_rank_p_value(owner: Sequence[int], controls: Sequence[int]) -> float
                     row[s] += prev[s - v]
     hits = sum(ways[k][observed:])
     return float(hits) / float(math.comb(len(scores), k))
-
-
-def control_test(key_matches: int, keys: int, control_matches: int, controls: int) -> float:
-    """One-sided exact test that the claimant's keys are answered with the target more often than
-    control keys the verifier drew by the same recipe (hypergeometric, conditional on the total):
-    P(X ≥ key_matches), X ~ Hypergeom(keys + controls, key_matches + control_matches, keys).
-
-    It screens out class-level triggers that any owner of the scheme would plant (Zhang 2018's keys
-    generalise to fresh keys of the same recipe): a model marked with another secret, or never
-    marked, cannot tell the claimant's keys from the controls."""
-    if keys < 1 or controls < 1:
-        return 1.0
-    total = key_matches + control_matches
-    return float(stats.hypergeom.sf(key_matches - 1, keys + controls, total, keys))
-
-
-def controls_needed(keys: int, alpha: float) -> int:
-    """Control keys to send beside ``keys`` keys: at least as many, and enough that keys all matching
-    against controls all missing reach p <= alpha / 100 (a margin for a few control hits; an SPRT
-    that stopped after a dozen keys needs more controls than keys)."""
-    controls = max(1, keys)
-    while math.comb(keys + controls, keys) * alpha < 100 and controls < 50 * keys + 100:
-        controls += max(1, keys // 2)
-    return controls
 
 
 def zhang_threshold_found(matches: int, n: int, tau: float) -> bool:

@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 ZHANG_TAU = 0.3
 ZHANG_QUERIES = 40
 SPRT_P1 = 0.8
-#: control keys are drawn from this many verifier secrets (a spread of the recipe's draws)
+#: control keys: this many verifier secrets (the unit of the specificity test), this many keys each
 CONTROL_SECRETS = 10
+CONTROL_KEYS = 20
 
 
 def verify(
@@ -286,10 +287,9 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: Veri
             reason=f"{counted}. {why}" if why else counted,
             evidence={"match_rate": matches / n, "keys_sent": n, "match_sequence": hit.int().tolist()},
         )
-    sent = len(verdict.evidence.get("match_sequence") or [])
-    ctx.sent_keys = order[:sent].tolist()
     if scheme.shared_target and verdict.watermarked:
-        verdict = _specific(scheme, key, oracle, ctx, verdict, labels, decided)
+        verdict = _specific(scheme, key, oracle, ctx, verdict, inputs, labels, decided)
+    ctx.sent_keys = order[: len(verdict.evidence.get("match_sequence") or [])].tolist()
     return replace(
         verdict,
         notes=notes + verdict.notes,
@@ -304,20 +304,37 @@ def _specific(
     oracle: Oracle,
     ctx: VerifyContext,
     verdict: Verdict,
+    inputs: torch.Tensor,
     labels: torch.Tensor,
     decided: dict[str, Any],
 ) -> Verdict:
-    """Keep a shared-target "found" only if the suspect answers the claimant's keys with the target
-    more often than control keys the verifier draws by the same recipe (:func:`stats.control_test`);
-    otherwise the behaviour is a class-level trigger any owner of the scheme could have planted."""
+    """Keep a shared-target "found" only if the claimant's keys beat keys of the same recipe drawn from
+    secrets the verifier draws. Each control *secret* is one unit (its keys share a stamp, so they are
+    not independent images): the rates of ``CONTROL_SECRETS`` control secrets, ``CONTROL_KEYS`` keys
+    each, bound the rate of an unseen other owner's secret on this suspect exactly as reference models
+    bound an unseen clean model's (:func:`stats.bound_p0`), and the claimant's keys must beat that
+    bound at alpha (binomial). Otherwise the behaviour is a class-level trigger any owner of the
+    scheme could have planted. An SPRT that stopped early first sends the rest of its keys."""
     evidence = verdict.evidence
-    sent = int(evidence.get("keys_sent") or evidence.get("sprt_stopped_at") or len(labels))
-    wanted = stats.controls_needed(sent, ctx.alpha)
-    per_secret = max(1, wanted // CONTROL_SECRETS)
-    chunks: list[torch.Tensor] = []
-    while sum(len(c) for c in chunks) < wanted:
-        more = scheme.control_inputs(key, ctx, per_secret)
-        if more is None:
+    sequence = list(evidence.get("match_sequence") or [])
+    matches, sent = verdict.matches, len(sequence) or int(evidence.get("keys_sent") or len(labels))
+    if sent < len(inputs):  # an early SPRT stop: the specificity test needs every key
+        rest = _budgeted(oracle, len(inputs) - sent)
+        more = oracle.labels(inputs[sent : sent + rest]) == labels[sent : sent + rest]
+        matches, sent = matches + int(more.sum()), sent + rest
+        sequence += more.int().tolist()
+    wanted = CONTROL_SECRETS * CONTROL_KEYS
+    if _budgeted(oracle, wanted) < wanted:
+        return replace(
+            verdict,
+            watermarked=None,
+            reason=f"{verdict.reason}. The budget leaves fewer than the {wanted} control queries needed",
+        )
+    rates: list[float] = []
+    target = labels[:1]
+    for _ in range(CONTROL_SECRETS):
+        controls = scheme.control_inputs(key, ctx, CONTROL_KEYS)
+        if controls is None:
             return replace(
                 verdict,
                 notes=(
@@ -327,37 +344,40 @@ def _specific(
                     "would also be found",
                 ),
             )
-        chunks.append(more)
-    controls = torch.cat(chunks)[:wanted]
-    n = _budgeted(oracle, wanted)
-    if n < wanted:
-        return replace(
-            verdict,
-            watermarked=None,
-            reason=f"{verdict.reason}. The budget leaves {n} of the {wanted} control queries a 'found' needs",
-        )
-    target = labels[:1].expand(wanted)
-    hits = int((oracle.labels(controls) == target).sum())
-    p_control = stats.control_test(verdict.matches, sent, hits, wanted)
+        rates.append(float((oracle.labels(controls) == target).float().mean()))
+    bound = stats.bound_p0(rates, CONTROL_KEYS)
+    p_control = stats.binomial_p_value(matches, sent, bound.p0)
+    shown = ", ".join(f"{r:.2f}" for r in rates)
     decided["control keys"] = number(
-        f"{hits}/{wanted} answered with the target (keys {verdict.matches}/{sent}), p = {p_control:.3g}",
+        f"{CONTROL_SECRETS} secrets x {CONTROL_KEYS} keys, target rates {shown}; bound {bound.p0:.3f}; keys "
+        f"{matches}/{sent}, p = {p_control:.3g}",
         VERIFIER,
-        f"drawn by the key's recipe from {CONTROL_SECRETS} secrets the verifier drew; one-sided "
-        "hypergeometric test that the keys beat them",
+        f"keys of the same recipe from secrets the verifier drew; an unseen secret's rate bounded as "
+        f"p0 is ({bound.method}); the keys must beat it at alpha",
     )
-    counted = f"{verdict.reason}. Control keys of the same recipe: {hits}/{wanted} sent to the target"
+    counted = (
+        f"{verdict.reason}. Control keys of the same recipe from {CONTROL_SECRETS} secrets the verifier "
+        f"drew: target rates {shown}, an unseen secret's rate bounded by {bound.p0:.3f}"
+    )
+    evidence = {**evidence, "match_sequence": sequence, "keys_sent": sent, "control_rates": rates}
     if p_control <= ctx.alpha:
         return replace(
-            verdict, p_value=max(verdict.p_value, p_control), reason=f"{counted} (p = {p_control:.3g})"
+            verdict,
+            matches=matches,
+            p_value=max(verdict.p_value, p_control),
+            reason=f"{counted}; keys {matches}/{sent}, p = {p_control:.3g}",
+            evidence=evidence,
         )
     return replace(
         verdict,
         watermarked=None,
+        matches=matches,
         p_value=max(verdict.p_value, p_control),
+        evidence=evidence,
         reason=(
-            f"{counted}: the suspect answers keys of this recipe drawn from other secrets about as often as "
-            f"the claimant's (p = {p_control:.3g} > alpha), so the behaviour is not specific to this key: "
-            f"any owner of {key.scheme} with the same target could have planted it (no verdict)"
+            f"{counted}: the keys ({matches}/{sent}) do not beat that bound (p = {p_control:.3g} > alpha), "
+            "so the behaviour is not shown to be specific to this key: a class-level trigger that any "
+            f"owner of {key.scheme} with the same target could have planted answers so too (no verdict)"
         ),
     )
 
@@ -392,7 +412,7 @@ def _sprt(
         decision = test.update(answers[-1]) or None  # its own lower crossing decides nothing
         if decision:
             break
-        if weak < 1:
+        if weak <= stats.WEAK_RATE:  # above it a 40 % watermark is indistinguishable from chance
             weak_llr += math.log(p0 / weak) if answers[-1] else math.log((1 - p0) / (1 - weak))
             if weak_llr >= weak_bound:
                 decision = False
