@@ -116,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(tempfile.mkdtemp()) / "watermark.key"
     save_key(out, key)
     print(f"key written to {out}")
-    return 0 if ours.watermarked and judged.watermarked and theirs.watermarked is False else 1
+    # the judge also draws control keys of the recipe (other secrets' stamps): a briefly trained
+    # model may answer those too, and then the judge says "no verdict" (never "not found")
+    return 0 if ours.watermarked and judged.watermarked is not False and theirs.watermarked is False else 1
 
 
 if __name__ == "__main__":
