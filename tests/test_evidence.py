@@ -121,7 +121,7 @@ def test_verify_records_spent_keys_and_key_info_shows_the_balance(small_mnist, t
     record_spent(path, key, "x", ctx.sent_keys)
     assert run_cli(monkeypatch, "key", "info", path, "--json") == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["spent"] == "0 of 40 key inputs unspent"
+    assert info["spent"] == "0 of 40 keys unspent"
 
 
 def test_the_report_shows_suspect_queries_numbers_and_the_match_curve(small_mnist, tmp_path):

@@ -115,4 +115,6 @@ def test_afs_embeds_from_a_trained_model_and_needs_calibration(
     assert found.p0 is not None and found.p0 > 0.6  # the bound of an unseen model, not the mean
     assert verify(replace(key, calibration=cal), own).watermarked is None  # no power at 1e-6
     innocent = verify(replace(key, calibration=cal), TorchOracle(load_model(clean)), alpha=0.01)
-    assert innocent.watermarked is False
+    # p0 > 0.6 is above the weak rate 0.4: chance alone could hide a 40-60 % watermark, so the test
+    # cannot say "not found" (review of issue 8); it never says "found" either
+    assert innocent.watermarked is None and "cannot say 'not found'" in innocent.reason

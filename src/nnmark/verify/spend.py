@@ -78,7 +78,7 @@ class Balance:
         return self.total - self.spent
 
     def __str__(self) -> str:
-        return f"{self.unspent} of {self.total} key inputs unspent"
+        return f"{self.unspent} of {self.total} keys unspent"
 
 
 def balance(key_path: str | Path, key: Key) -> Balance:
@@ -89,7 +89,7 @@ def low_balance_warning(after: Balance, per_verification: int) -> str | None:
     """A warning when fewer unspent key inputs remain than one more verification sends."""
     if per_verification and after.unspent < per_verification:
         return (
-            f"only {after} remain, fewer than one verification sends ({per_verification}): later "
+            f"{after}, fewer than one verification sends ({per_verification}): later "
             "verifications reuse spent key inputs, which a suspect that logs queries may have seen; "
             "embed a fresh key for new suspects"
         )
