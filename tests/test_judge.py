@@ -384,3 +384,24 @@ def test_a_class_level_trigger_is_not_taken_for_the_owners_watermark(monkeypatch
         assert doc["evidence"]["keys_sent"] == KEYS  # an early SPRT stop sent the rest of its keys
         found.append(doc["watermarked"])
     assert found.count(True) >= 1, found
+
+
+def test_keys_and_control_keys_go_out_in_one_shuffled_stream(world):
+    """Review of issue 8: controls sent after every key let a suspect change its answers after the
+    keys (a 'phase' suspect). Now keys and controls share one stream in an order the verifier draws."""
+    key = load_key(world["root"] / "calibrated" / "watermark.key")
+    model = load_model(world["wm"])
+    sent: list[torch.Tensor] = []
+
+    class Recording(TorchOracle):
+        def _predict(self, x: torch.Tensor) -> torch.Tensor:
+            sent.append(x.clone())
+            return super()._predict(x)
+
+    nnmark.verify(key, Recording(model), context=verify_context(world["root"] / "calibrated", key))
+    stream = torch.cat(sent)
+    assert len(stream) == KEYS + 10 * 20  # the keys and 10 control secrets x 20 keys, once each
+    keys = {k.numpy().tobytes() for k in key.inputs}
+    is_key = [row.numpy().tobytes() in keys for row in stream]
+    assert sum(is_key) == KEYS
+    assert sum(is_key[: len(is_key) // 2]) not in (0, KEYS)  # keys in both halves of the stream

@@ -246,7 +246,11 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: Veri
         n = _budgeted(oracle, n)
         if n == 0:
             raise NnmarkError("the query budget allows no query; raise --budget")
-        hit = oracle.labels(inputs[:n]) == labels[:n]
+        controls = _control_sets(scheme, key, ctx) if scheme.shared_target else None
+        total = n + CONTROL_SECRETS * CONTROL_KEYS
+        if controls is not None and _budgeted(oracle, total) < total:
+            controls = None  # no room in the budget: a "found" is then refused for want of controls
+        hit, control_rates = _ask_mixed(oracle, ctx, inputs[:n], labels[:n], controls)
         matches = int(hit.sum())
         decision = stats.decide_binomial(matches, n, chance.p0, ctx.alpha)
         counted = (
@@ -285,7 +289,12 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: Veri
             threshold=decision.threshold,
             p0=chance.p0,
             reason=f"{counted}. {why}" if why else counted,
-            evidence={"match_rate": matches / n, "keys_sent": n, "match_sequence": hit.int().tolist()},
+            evidence={
+                "match_rate": matches / n,
+                "keys_sent": n,
+                "match_sequence": hit.int().tolist(),
+                **({"control_rates": control_rates} if control_rates is not None else {}),
+            },
         )
     if scheme.shared_target and verdict.watermarked:
         verdict = _specific(scheme, key, oracle, ctx, verdict, inputs, labels, decided)
@@ -296,6 +305,41 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: Veri
         decided_by={**decided, **verdict.decided_by},
         guarantee=guarantee(ctx.alpha, chance),
     )
+
+
+def _control_sets(scheme: Scheme, key: Key, ctx: VerifyContext) -> torch.Tensor | None:
+    """``CONTROL_SECRETS`` sets of ``CONTROL_KEYS`` control keys (secrets the verifier draws), stacked
+    S×K×C×H×W; None when the verifier cannot draw them."""
+    sets = []
+    for _ in range(CONTROL_SECRETS):
+        controls = scheme.control_inputs(key, ctx, CONTROL_KEYS)
+        if controls is None or len(controls) < CONTROL_KEYS:
+            return None
+        sets.append(controls[:CONTROL_KEYS])
+    return torch.stack(sets)
+
+
+def _ask_mixed(
+    oracle: Oracle,
+    ctx: VerifyContext,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    controls: torch.Tensor | None,
+) -> tuple[torch.Tensor, list[float] | None]:
+    """Send the keys and the control keys in one stream, in an order the verifier draws (a suspect
+    that changes its answers after some number of queries treats both alike); returns which key
+    answers match and each control set's target rate."""
+    if controls is None:
+        return oracle.labels(inputs) == labels, None
+    flat = controls.flatten(0, 1)
+    stream = torch.cat([inputs, flat.to(inputs.dtype)])
+    order = ctx.permutation(len(stream))
+    answers = torch.empty(len(stream), dtype=torch.int64)
+    answers[order] = oracle.labels(stream[order])
+    hit = answers[: len(inputs)] == labels
+    target = int(labels[0])
+    per_set = (answers[len(inputs) :] == target).float().view(len(controls), -1).mean(1)
+    return hit, [float(r) for r in per_set]
 
 
 def _specific(
@@ -318,21 +362,21 @@ def _specific(
     evidence = verdict.evidence
     sequence = list(evidence.get("match_sequence") or [])
     matches, sent = verdict.matches, len(sequence) or int(evidence.get("keys_sent") or len(labels))
-    if sent < len(inputs):  # an early SPRT stop: the specificity test needs every key
+    if verdict.test == "sprt" and sent < len(inputs):  # an early stop: the specificity test needs every key
         rest = _budgeted(oracle, len(inputs) - sent)
         more = oracle.labels(inputs[sent : sent + rest]) == labels[sent : sent + rest]
         matches, sent = matches + int(more.sum()), sent + rest
         sequence += more.int().tolist()
-    wanted = CONTROL_SECRETS * CONTROL_KEYS
+    wanted = 0 if evidence.get("control_rates") else CONTROL_SECRETS * CONTROL_KEYS
     if _budgeted(oracle, wanted) < wanted:
         return replace(
             verdict,
             watermarked=None,
             reason=f"{verdict.reason}. The budget leaves fewer than the {wanted} control queries needed",
         )
-    rates: list[float] = []
+    rates: list[float] = list(evidence.get("control_rates") or [])
     target = labels[:1]
-    for _ in range(CONTROL_SECRETS):
+    for _ in range(0 if rates else CONTROL_SECRETS):  # sent with the keys already, unless SPRT
         controls = scheme.control_inputs(key, ctx, CONTROL_KEYS)
         if controls is None:
             return replace(
