@@ -120,7 +120,8 @@ def test_calibrated_key_decides_and_later_calibration_goes_beside_the_key(runs):
         "guarantee",
     } <= set(doc)
     # found, or no verdict when the 1-epoch model answers some control stamps too; never "not found"
-    assert doc["watermarked"] is not False and doc["queries"] == 40
+    assert doc["watermarked"] is not False and doc["evidence"]["keys_sent"] == 40
+    assert doc["queries"] == 40 + 10 * 20  # the keys, and 10 control secrets x 20 keys in one stream
     # owner mode: p0 from calibration.json, signed by the key's owner: the claimant's number
     assert doc["decided_by"]["p0"]["source"] == "claimant"
     assert "calibration.json signed by the key's owner" in doc["decided_by"]["p0"]["how"]
@@ -128,7 +129,7 @@ def test_calibrated_key_decides_and_later_calibration_goes_beside_the_key(runs):
     assert sources <= {"protocol", "verifier", "claimant", "suspect"}
     # a judge names the same clean models: p0 is then the verifier's
     refs = [a for i in (1, 2, 3) for a in ("--reference", runs / f"clean{i}")]
-    judged = nnmark("verify", "--key", runs / "wm", "--model", runs / "wm", *refs, "--json", check=0)
+    judged = nnmark("verify", "--key", runs / "wm", "--model", runs / "wm", *refs, "--json")
     assert json.loads(judged.stdout)["decided_by"]["p0"]["source"] == "verifier"
     clean = nnmark(
         "verify", "--key", runs / "wm" / "watermark.key", "--model", runs / "clean1", "--json", check=1

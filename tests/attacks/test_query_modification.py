@@ -136,6 +136,7 @@ def test_flags_keys_not_clean_queries_and_keeps_accuracy(setup: Setup, record_pr
     assert wm_always >= 0.85 and wm_qm >= 0.85, (wm, wm_qm)
 
 
+@pytest.mark.slow  # its own watermarked model and 5-fold thresholds: ~30 s on 2 busy cores
 def test_flags_noise_keys_and_the_modified_answers_lose_the_watermark(noise_setup: Setup) -> None:
     """Gaussian-noise keys (σ = 0.4) are what the autoencoder denoises: flagged, answered with
     f(AE(x)), they lose the key label. Measured (seed 0, key_seed 0): keys flagged 1.00 (by both rules), key
