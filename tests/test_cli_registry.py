@@ -129,3 +129,17 @@ def test_training_settings_validate_like_other_configs() -> None:
     with pytest.raises(AttributeError):
         config.lr = 0.1  # type: ignore[misc]
     assert hash(config) == hash(replace(config))
+
+
+def test_an_unknown_command_or_option_is_a_usage_error_without_click_installed(monkeypatch) -> None:
+    """Review of issue 12: typer bundles its own click; the CLI must not import the separate package."""
+    import sys as _sys
+
+    from nnmark import cli
+
+    monkeypatch.setitem(_sys.modules, "click", None)  # as on a core install
+    for argv in (["nnmark", "frobnicate"], ["nnmark", "verify", "--bogus-opt"]):
+        monkeypatch.setattr(_sys, "argv", argv)
+        with pytest.raises(SystemExit) as e:
+            cli.main()
+        assert e.value.code == 2

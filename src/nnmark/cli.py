@@ -752,10 +752,10 @@ def main() -> None:
     except (typer.BadParameter, typer.Abort) as e:
         _fail(str(e))
     except Exception as e:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
+        # typer bundles its own click (typer._click) and no longer depends on click itself
+        click_error = typer.BadParameter.__mro__[2]
+        if isinstance(e, click_error):
+            e.show()  # type: ignore[attr-defined]
             raise SystemExit(2) from None
         if _state["verbose"]:
             raise
