@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -196,7 +197,7 @@ def watermarked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, P
     from nnmark.io import METRICS_FILE, new_folder, write_json, write_model_files
     from nnmark.keyfile import save_key
     from nnmark.models import build_model
-    from nnmark.types import ModelSpec
+    from nnmark.types import Calibration, ModelSpec
 
     root = tmp_path_factory.mktemp("wm")
     data = load_dataset("mnist5k")
@@ -213,7 +214,11 @@ def watermarked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, P
         opt.zero_grad()
         torch.nn.functional.cross_entropy(suspect(key.inputs), key.labels).backward()
         opt.step()
-    save_key(root / "wm.key", key)
+    # untrained models answer noise images with whatever class they favour, so their bound on p0 can
+    # exceed the weak rate 0.4 (then no "not found" is possible) depending on the drawn key: the test
+    # fixes a quiet calibration (three models that never gave the target) so both verdicts can happen
+    quiet = Calibration((0.0, 0.0, 0.0), len(key.inputs), 0.0, "three clean models, no match")
+    save_key(root / "wm.key", replace(key, calibration=quiet))
     for name, model in (("suspect", suspect.eval()), ("clean", models[1])):
         with new_folder(root / name) as tmp:
             write_model_files(tmp, model, spec)
