@@ -134,7 +134,8 @@ def verify_json(monkeypatch, capsys, key: Path, suspect: Path, *extra: object) -
 def test_owner_mode_uses_the_owners_calibration_and_says_claimant(monkeypatch, capsys, world, tmp_path):
     key = world["root"] / "calibrated" / "watermark.key"
     code, doc, _ = verify_json(monkeypatch, capsys, key, world["wm"])
-    assert code == 0 and doc["watermarked"] is True
+    # found, or no verdict when one of the verifier's control stamps resembles Alice's; never "not found"
+    assert code == (0 if doc["watermarked"] else 2) and doc["watermarked"] is not False, doc["reason"]
     assert doc["decided_by"]["p0"]["source"] == "claimant"
     assert "claimant" in doc["guarantee"] and "alpha" in doc["guarantee"]
     assert any("--judge --reference" in n for n in doc["notes"])
@@ -281,8 +282,10 @@ def test_a_hand_written_calibration_never_changes_a_verdict(monkeypatch, capsys,
     # the control: the owner's own signed calibration does decide (so the forgeries above would have)
     save_later_calibration(key_path, key, FORGED, alice)
     code, doc, _ = verify_json(monkeypatch, capsys, key_path, suspect)
-    assert code == 0 and doc["decided_by"]["p0"]["source"] == "claimant"
+    # p0 now decides (found, or no verdict when a control stamp resembles Alice's: see above)
+    assert code in (0, 2) and doc["p0"] is not None and doc["decided_by"]["p0"]["source"] == "claimant"
     assert "signed by the key's owner" in doc["decided_by"]["p0"]["how"]
+    assert code == 0 or "control keys" in doc["reason"].lower()
     # ... but never for a judge
     code, doc, _ = verify_json(monkeypatch, capsys, key_path, suspect, "--judge")
     assert code == 2 and any("not used in judge mode" in n for n in doc["notes"])
@@ -297,7 +300,8 @@ def test_a_calibration_signed_by_a_trusted_key_counts_as_the_verifiers(monkeypat
     assert code == 2 and any("'Court', who is neither" in n for n in doc["notes"])
     trust = ("--trust", world["root"] / "court.pub")
     code, doc, _ = verify_json(monkeypatch, capsys, key_path, suspect, "--judge", *trust)
-    assert code == 0 and doc["decided_by"]["p0"]["source"] == "verifier"
+    # p0 is now the verifier's (found, or no verdict when a control stamp resembles Alice's)
+    assert code in (0, 2) and doc["p0"] is not None and doc["decided_by"]["p0"]["source"] == "verifier"
     assert "trusted Court" in doc["decided_by"]["p0"]["how"]
     # trusting someone else does not make Court's calibration count
     other = ("--trust", world["root"] / "mallory.pub")
@@ -322,7 +326,7 @@ def test_calibrate_needs_three_models_and_a_signer(monkeypatch, capsys, world, t
     later = load_later_calibration(key_path, load_key(key_path))
     assert later is not None and later.signer == "Alice" and later.calibration.rates == (0.0, 0.0, 0.0)
     code, doc, _ = verify_json(monkeypatch, capsys, key_path, world["wm"])
-    assert code == 0 and doc["decided_by"]["p0"]["source"] == "claimant"
+    assert code in (0, 2) and doc["p0"] is not None and doc["decided_by"]["p0"]["source"] == "claimant"
 
 
 def test_embed_refuses_one_or_two_calibration_models(monkeypatch, capsys, tmp_path):
