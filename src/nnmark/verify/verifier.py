@@ -375,9 +375,8 @@ def _specific(
             reason=f"{verdict.reason}. The budget leaves fewer than the {wanted} control queries needed",
         )
     rates: list[float] = list(evidence.get("control_rates") or [])
-    target = labels[:1]
-    for _ in range(0 if rates else CONTROL_SECRETS):  # sent with the keys already, unless SPRT
-        controls = scheme.control_inputs(key, ctx, CONTROL_KEYS)
+    if not rates:  # not sent with the keys (an SPRT, or no room in the budget then)
+        controls = _control_sets(scheme, key, ctx)
         if controls is None:
             return replace(
                 verdict,
@@ -388,7 +387,8 @@ def _specific(
                     "would also be found",
                 ),
             )
-        rates.append(float((oracle.labels(controls) == target).float().mean()))
+        hits = oracle.labels(controls.flatten(0, 1)) == int(labels[0])
+        rates = [float(r) for r in hits.float().view(len(controls), -1).mean(1)]
     bound = stats.bound_p0(rates, CONTROL_KEYS)
     p_control = stats.binomial_p_value(matches, sent, bound.p0)
     shown = ", ".join(f"{r:.2f}" for r in rates)
