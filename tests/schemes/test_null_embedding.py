@@ -458,6 +458,42 @@ def test_an_innocent_model_that_clips_its_inputs_is_not_accused(world):
         assert v.decided_by["rule for 'found'"]["source"] == "protocol"
 
 
+class StampSorter(nn.Module):
+    """An innocent model that sends every inv(p)-stamped image, and half of the p-stamped ones, to one
+    class (here the signature's y_W), and keeps its labels on the other half: the true component
+    matches fully, the null component beats the clean references' p0 by far, yet the model never
+    learned p (φ_null well below Li's T). A model carrying another owner's null watermark answered a
+    random signature's stamps this way in CI (true component by chance, 1 signature in Y)."""
+
+    def __init__(self, model: nn.Module, wm: Watermark) -> None:
+        super().__init__()
+        self.model, self.wm = model, wm
+        zero = torch.zeros(1, *SHAPE)
+        self.plus_p, self.plus_inv = stamp(zero, wm, 2000.0) > 1, stamp(zero, wm, 2000.0, inverse=True) > 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x.clamp(0, 1))
+        plus = x > 1
+        is_p = (plus == self.plus_p).flatten(1).all(1) & plus.flatten(1).any(1)
+        is_inv = (plus == self.plus_inv).flatten(1).all(1) & plus.flatten(1).any(1)
+        half = (x.clamp(0, 1).sum(dim=(1, 2, 3)) * 100).long() % 2 == 0
+        sent = is_inv | (is_p & half)
+        out[sent] = torch.nn.functional.one_hot(torch.tensor(self.wm.label), out.shape[1]).float() * 50
+        return out
+
+
+def test_a_model_answering_y_w_to_stamps_without_the_null_component_is_not_found(world):
+    """Issue 8 (CI, 1 random watermark of 20 "found" on another owner's model): under every test
+    "found" needs Li's whole rule, not only p <= alpha and the true component."""
+    key = world["key"]
+    suspect = StampSorter(world["clean"], key_wm(key))
+    for test in ("binomial", "threshold"):
+        v = verify(key, TorchOracle(suspect), test=test, references=refs(world), judge=True)
+        assert v.evidence["phi_true"] > 0.9 and 0.2 < v.evidence["phi_null"] < 0.6, v.reason
+        assert v.p_value <= 1e-6  # the p-value and the true component alone would accuse it
+        assert v.watermarked is not True and v.evidence["li_rule"] is False, v.reason
+
+
 def test_y_comes_from_the_suspect(world):
     """A suspect with 11 outputs: y_W = h1 mod 11 is derived for it; 'not found' may then rest on
     the null component only (the embedded y_W was h1 mod 10)."""

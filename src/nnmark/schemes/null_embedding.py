@@ -57,17 +57,19 @@ gets no verdict from ``verifier.protocol_mismatch``) and every verdict has an ex
   the verdict's p is its exact worst-case tail, p = ∫₀¹ min(1, ⌊tY/u⌋ / Y) du with
   t = p_null·b_true (:func:`combined_p_value`; = t·H_Y when tY ≤ 1, H_Y the harmonic number,
   2.93 for Y = 10). With every true answer right this is 0.29·p_null for Y = 10.
-* "found" needs p ≤ α (alpha: the **verifier**'s) *and* the protocol's rule: ``binomial``
-  (default) the true component, φ_true > T; ``threshold`` Li's whole rule, min(φ_null, φ_true)
-  > T; and Li's whole rule under either test when p0 is the claimant's (owner mode), so that a
-  hand-written calibration cannot make "found" a model that fails it (issue 8: p0 = 0.05 in a
-  forged key gave FOUND, p = 1e-100, on a model never watermarked). The p-value's H0 is "a clean
-  model, like the references": p0 from clean models says nothing about a model that ignores
-  stamps for another reason, whose null component alone beats it by far — an innocent model that
-  clips its inputs to [0, 1] (φ_null about 50 % against p0 0.13, p ≤ 1e-31), or one that carries
-  another owner's null watermark (2 of 1,000 random watermarks reached p ≤ 1e-6 on Alice's model
-  below, φ_true 0 %). The true component is what such models lack: they keep their labels
-  under inv(p) as under p, where a watermarked model answers the signature's own label y_W.
+* "found" needs p ≤ α (alpha: the **verifier**'s) *and* Li's whole rule, min(φ_null, φ_true) > T,
+  under every test (``binomial``, the default, and ``threshold``) and whoever supplied p0. The
+  p-value's H0 is "a clean model, like the references": p0 from clean models says nothing about
+  a model that ignores stamps for another reason, whose null component alone beats it by far —
+  an innocent model that clips its inputs to [0, 1] (φ_null about 50 % against p0 0.13,
+  p ≤ 1e-31), or one that carries another owner's null watermark (2 of 1,000 random watermarks
+  reached p_null ≤ 1e-6 on Alice's model below). The true component alone does not rule these
+  out: such a model answers one constant label to the inv(p) stamps, which is y_W for one
+  signature in Y (φ_true 100 % for a clean model, marked (*) below), and in CI a random
+  watermark of another signer was "found" on Alice's model when only φ_true > T was required.
+  Li's threshold on φ_null (Alice's 86–93 %, random watermarks ≤ 54 %) is what separates a
+  model trained on this pattern from one that is merely robust to stamps; a hand-written
+  calibration (issue 8: p0 = 0.05 in a forged key gave FOUND, p = 1e-100) cannot pass it either.
 * "not found" only from a test with power: N/N null matches and every true answer would reach α,
   and the data reject a weak watermark — φ_null at :func:`~nnmark.verify.stats.weak_rate` (p0)
   or φ_true at 40 % (the latter only when Y is the key's), each at ``POWER_BETA``/2. Otherwise
@@ -846,26 +848,13 @@ class NullEmbedding(Scheme):
             f"p = {p_value:.3g} (worst-case tail of p_null·b_true = {p_null:.3g}·{b_true:.3g}; p0 of φ_null "
             f"{p0:.3f} from the {chance.source})"
         )
-        # "found" also needs the protocol's rule: the true component (the model answers the signature's
-        # own label) under --test binomial, Li's whole rule under --test threshold and whenever p0 is the
-        # claimant's own number (a hand-written calibration cannot make "found" a model that fails it).
-        # p0 from clean models says nothing about a model that carries another null watermark near this
-        # position: its null component alone can reach alpha (module docstring, measured)
-        full_rule = test == "threshold" or chance.source == CLAIMANT
-        gate = rule if full_rule else phi_true > rule_rate
-        gate_text = (
-            f"Li's rule (φ_null and φ_true > {rule_rate:.0%})"
-            if full_rule
-            else f"the true component (φ_true > {rule_rate:.0%})"
-        )
-        if full_rule:
-            need = max(need, math.floor(rule_rate * n) + 1)
-        decided["rule for 'found'"] = number(
-            "Li's rule" if full_rule else "φ_true > T",
-            PROTOCOL,
-            f"{gate_text} and p <= alpha"
-            + (" (p0 is the claimant's)" if chance.source == CLAIMANT and test != "threshold" else ""),
-        )
+        # "found" needs Li's whole rule under every test: p0 from clean models says nothing about a model
+        # that ignores stamps for another reason (another null watermark, clipping), and the true
+        # component alone matches by chance in 1 of Y signatures (module docstring, measured)
+        gate = rule
+        gate_text = f"Li's rule (φ_null and φ_true > {rule_rate:.0%})"
+        need = max(need, math.floor(rule_rate * n) + 1)
+        decided["rule for 'found'"] = number("Li's rule", PROTOCOL, f"{gate_text} and p <= alpha")
         if p_value <= alpha and gate:
             found: bool | None = True
             why = f"{rates}; {stat} ≤ alpha {alpha:g}; {gate_text} holds"
