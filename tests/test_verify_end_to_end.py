@@ -26,7 +26,7 @@ def watermarked(tmp_path_factory, small_mnist: ImageDataset):
     out = tmp_path_factory.mktemp("e2e") / "wm"
     result = embed_run(
         "zhang-content",
-        {"keys": 60, "keys_per_batch": 6},
+        {"keys": 60, "keys_per_batch": 12},
         small_mnist,
         "digit-cnn",
         TrainConfig(epochs=EPOCHS),

@@ -80,6 +80,9 @@ class VerificationKeys:
     labels_how: str = ""
     #: further ``decided_by`` entries (e.g. a claimant's target class)
     decided: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: which stamp each key carries, where a key holds several (zhang-content): the specificity test
+    #: then needs every stamp's keys to beat the control keys (an intersection-union test)
+    groups: torch.Tensor | None = None
 
 
 class KeyBatchMixer:
@@ -136,6 +139,8 @@ class Scheme(Configurable, abc.ABC):
     derives_inputs: ClassVar[bool] = False
     #: :meth:`generate` reads images from the dataset (else only its shape and classes)
     generate_reads_data: ClassVar[bool] = True
+    #: ``KeyMaterial.tensors`` with one row per key: :meth:`assign_labels` keeps them aligned
+    per_key_tensors: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, owner: OwnerKey | None = None, **params: Any) -> None:
         #: the owner's signing identity, for schemes that derive keys from a signature (Li 2019)
@@ -194,7 +199,7 @@ class Scheme(Configurable, abc.ABC):
             inputs=material.inputs[idx],
             labels=torch.full((len(idx),), target, dtype=torch.int64),
             source_labels=material.source_labels[idx],
-            tensors=material.tensors,
+            tensors={k: v[idx] if k in self.per_key_tensors else v for k, v in material.tensors.items()},
             params={**material.params, "target": target},
         )
 
@@ -267,9 +272,9 @@ class Scheme(Configurable, abc.ABC):
             )
         return None
 
-    def _material_for(self, key: Key, data: ImageDataset, secret: bytes) -> torch.Tensor:
-        """The key inputs that ``secret`` draws from ``data`` by this scheme's recipe, as embedding
-        made them (generate, then the key's target and key count)."""
+    def _derive(self, key: Key, data: ImageDataset, secret: bytes) -> KeyMaterial:
+        """The key material that ``secret`` draws from ``data`` by this scheme's recipe, as embedding
+        made it (generate, then the key's target and key count)."""
         saved, self.secret = self.secret, secret
         try:
             material = self.generate(data, keysecret.generator(secret, f"{self.name}/generate"))
@@ -277,7 +282,11 @@ class Scheme(Configurable, abc.ABC):
                 material = self.assign_labels(material, key.num_classes - self.extra_classes, [])
         finally:
             self.secret = saved
-        return material.inputs.float()
+        return material
+
+    def _material_for(self, key: Key, data: ImageDataset, secret: bytes) -> torch.Tensor:
+        """The key inputs that ``secret`` draws from ``data`` (:meth:`_derive`)."""
+        return self._derive(key, data, secret).inputs.float()
 
     def _derivation_data(self, key: Key, ctx: VerifyContext) -> tuple[ImageDataset | None, str]:
         if self.generate_reads_data:

@@ -26,22 +26,31 @@ each control secret is one unit (its keys share a stamp), the rates of 10 of the
 secret's rate as reference models bound p0, and the keys must beat that bound at alpha
 (``nnmark.verify.verifier._specific``). Against Zhang's own recipe that test rarely says "found".
 
-Known weakness (hostile review of this design): the secret stamp is 4 capital letters, about 19
-bits. A second claimant who learns the owner's text (from the owner's key shown in a dispute, or
-by searching with labels-only queries) can grind about 460,000 signed secrets for a key with the
-same text, which the owner's model answers: the control test cannot tell the two owners apart, and
-only the earlier published commitment settles priority. A stamp of 64 secret bits is the fix owed.
+Secret stamps. Zhang's "TEST" is public: anyone can stamp digits with it, so a second claimant's
+"TEST" key is answered by the first owner's model (the control keys, stamped "TEST" by the same
+recipe, then answer too and the verdict is no verdict). By default the text is drawn from the key
+secret instead, and one text of 4 capital letters (about 19 bits) was not enough: a second
+claimant who learns it (from the key shown in a dispute, or by searching with labels-only
+queries) could grind about 460,000 signed secrets for a key with the same text, which the owner's
+model answers (hostile review: Mallory found on Alice's model, p = 5e-8). So a key carries
+``stamps`` = 4 secret texts (about 75 bits; key i carries text i mod 4), the protocol fixes that
+number (a key with other stamps gets no verdict), and the specificity test asks the keys to beat
+the control keys at alpha and each stamp's keys to beat them at 1 %
+(:func:`nnmark.verify.verifier._specific`): a forger who ground one of the owner's texts still
+needs the other 3 to pass, probability at most 1e-6.
 """
 
 from __future__ import annotations
 
 import string
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from pydantic import Field
 
+from nnmark import keysecret
 from nnmark.data.base import ImageDataset
 from nnmark.schemes.base import (
     KeyBatchMixer,
@@ -61,6 +70,8 @@ CANDIDATE_FACTOR = 2  # draw extra candidates so that enough remain after the ta
 #: ``text`` value meaning "drawn from the key secret"
 SECRET_TEXT = "secret"
 STAMP_LETTERS = 4
+#: secret texts per zhang-content key (protocol): 4 x 4 letters, about 75 bits
+SECRET_STAMPS = 4
 DECOY_POOL = 64  # decoy stamps drawn once per embedding
 
 
@@ -68,6 +79,16 @@ def stamp_text(gen: torch.Generator) -> str:
     """``STAMP_LETTERS`` capital letters drawn from ``gen``."""
     idx = torch.randint(len(string.ascii_uppercase), (STAMP_LETTERS,), generator=gen)
     return "".join(string.ascii_uppercase[i] for i in idx.tolist())
+
+
+def secret_texts(gen: torch.Generator, count: int) -> list[str]:
+    """``count`` distinct texts drawn from ``gen`` (:func:`stamp_text`)."""
+    texts: list[str] = []
+    while len(texts) < count:
+        text = stamp_text(gen)
+        if text not in texts:
+            texts.append(text)
+    return texts
 
 
 class DecoyMixer(KeyBatchMixer):
@@ -122,6 +143,14 @@ class ZhangContentParams(_DecoyParams):
         "secret (Zhang: 'TEST')",
     )
     value: float = Field(1.0, ge=0.0, le=1.0, description="pixel value of the stamp in [0, 1]")
+    stamps: int = Field(
+        SECRET_STAMPS,
+        ge=1,
+        le=16,
+        description=f"secret texts per key (with text={SECRET_TEXT!r}; key i carries text i mod stamps); "
+        f"the protocol fixes {SECRET_STAMPS}, about {SECRET_STAMPS * 19} bits against a claimant grinding "
+        "secrets for the owner's texts",
+    )
 
 
 class ZhangNoiseParams(_DecoyParams):
@@ -191,14 +220,49 @@ class ZhangContent(_ZhangScheme):
 
     name = "zhang-content"
     Params = ZhangContentParams
+    per_key_tensors: ClassVar[tuple[str, ...]] = ("stamp_group",)
+    protocol_fixed: ClassVar[tuple[str, ...]] = ("stamps",)
 
     def generate(self, data: ImageDataset, gen: torch.Generator) -> KeyMaterial:
-        """Training images stamped with the text (drawn from the key secret by default)."""
+        """Training images stamped with the text: ``stamps`` texts drawn from the key secret by
+        default (key i carries text i mod stamps, recorded as the ``stamp_group`` tensor)."""
         p = self.params
         assert isinstance(p, ZhangContentParams)
-        text = stamp_text(gen) if p.text == SECRET_TEXT else p.text
+        texts = secret_texts(gen, p.stamps) if p.text == SECRET_TEXT else [p.text]
         x, y = _sample_training_images(data, self._count(), gen)
-        return KeyMaterial(self._stamp(x, text_mask(text, data.input_shape)), None, y)
+        groups = torch.arange(len(x)) % len(texts)
+        masks = torch.stack([text_mask(t, data.input_shape) for t in texts])
+        return KeyMaterial(self._stamp(x, masks[groups]), None, y, tensors={"stamp_group": groups})
+
+    def verification_keys(self, key: Key, ctx: VerifyContext) -> VerificationKeys:
+        """As every Zhang key, plus the stamp each key carries (re-derived with the keys, or the
+        claimant's record where the keys are the claimant's)."""
+        from nnmark.verify.context import PROTOCOL
+
+        base = super().verification_keys(key, ctx)
+        groups: torch.Tensor | None
+        if base.inputs_source == PROTOCOL:
+            data, _ = self._derivation_data(key, ctx)
+            assert data is not None  # the inputs were re-derived from it
+            groups = self._derive(key, data, keysecret.key_secret(key)).tensors["stamp_group"]
+        else:
+            groups = key.tensors.get("stamp_group")
+        if groups is None or len(groups) != len(base.inputs) or len(set(groups.tolist())) < 2:
+            return base
+        return replace(base, groups=groups.long())
+
+    def control_inputs(self, key: Key, ctx: VerifyContext, count: int) -> torch.Tensor | None:
+        """``count`` control keys carrying one stamp: the first stamp of secrets the verifier draws
+        (each control secret is one unit of the specificity test, as each of the claimant's stamps is)."""
+        data, _ = self._derivation_data(key, ctx)
+        if data is None:
+            return None
+        out: list[torch.Tensor] = []
+        while sum(len(x) for x in out) < count:
+            material = self._derive(key, data, ctx.rng.randbytes(32))
+            first = material.tensors["stamp_group"] == 0
+            out.append(material.inputs[first].float())
+        return torch.cat(out)[:count]
 
     def _stamp(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         p = self.params

@@ -28,6 +28,10 @@ SPRT_P1 = 0.8
 #: control keys: this many verifier secrets (the unit of the specificity test), this many keys each
 CONTROL_SECRETS = 10
 CONTROL_KEYS = 20
+#: level at which each stamp of a several-stamp key must beat the control bound (protocol); with the
+#: pooled keys at alpha, a claimant who shares j of K stamps with the suspect's owner passes with
+#: probability at most STAMP_LEVEL^(K - j) (see :func:`_specific`)
+STAMP_LEVEL = 0.01
 
 
 def verify(
@@ -297,7 +301,8 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: Veri
             },
         )
     if scheme.shared_target and verdict.watermarked:
-        verdict = _specific(scheme, key, oracle, ctx, verdict, inputs, labels, decided)
+        groups = material.groups[order] if material.groups is not None else None
+        verdict = _specific(scheme, key, oracle, ctx, verdict, inputs, labels, decided, groups)
     ctx.sent_keys = order[: len(verdict.evidence.get("match_sequence") or [])].tolist()
     return replace(
         verdict,
@@ -351,6 +356,7 @@ def _specific(
     inputs: torch.Tensor,
     labels: torch.Tensor,
     decided: dict[str, Any],
+    groups: torch.Tensor | None = None,
 ) -> Verdict:
     """Keep a shared-target "found" only if the claimant's keys beat keys of the same recipe drawn from
     secrets the verifier draws. Each control *secret* is one unit (its keys share a stamp, so they are
@@ -358,7 +364,14 @@ def _specific(
     each, bound the rate of an unseen other owner's secret on this suspect exactly as reference models
     bound an unseen clean model's (:func:`stats.bound_p0`), and the claimant's keys must beat that
     bound at alpha (binomial). Otherwise the behaviour is a class-level trigger any owner of the
-    scheme could have planted. An SPRT that stopped early first sends the rest of its keys."""
+    scheme could have planted. An SPRT that stopped early first sends the rest of its keys.
+
+    Keys that carry several stamps (``groups``, aligned with ``inputs``: zhang-content's secret texts)
+    must also beat the bound stamp by stamp, each at ``STAMP_LEVEL``. A claimant who ground secrets
+    until j of the K stamps are the owner's (about 19 bits each) needs the other K - j, which the
+    suspect answers as it answers control stamps, to pass too: probability at most
+    STAMP_LEVEL^(K - j), so at K = 4 each success costs more grinding than the 1/alpha tries that
+    any false claim needs (1e6 at j = 0; 2^19 x 1e6 at j = 1; ...)."""
     evidence = verdict.evidence
     sequence = list(evidence.get("match_sequence") or [])
     matches, sent = verdict.matches, len(sequence) or int(evidence.get("keys_sent") or len(labels))
@@ -390,11 +403,24 @@ def _specific(
         hits = oracle.labels(controls.flatten(0, 1)) == int(labels[0])
         rates = [float(r) for r in hits.float().view(len(controls), -1).mean(1)]
     bound = stats.bound_p0(rates, CONTROL_KEYS)
+    answered = torch.tensor(sequence, dtype=torch.int64)
+    units = groups[:sent] if groups is not None else torch.zeros(sent, dtype=torch.int64)
+    per_stamp = [
+        (int(answered[units == g].sum()), int((units == g).sum())) for g in sorted(set(units.tolist()))
+    ]
     p_control = stats.binomial_p_value(matches, sent, bound.p0)
+    p_stamp = max(stats.binomial_p_value(m, n, bound.p0) for m, n in per_stamp)
     shown = ", ".join(f"{r:.2f}" for r in rates)
+    by_stamp = ", ".join(f"{m}/{n}" for m, n in per_stamp)
+    stamps = (
+        f"; each of the key's {len(per_stamp)} stamps ({by_stamp}) must beat it at {STAMP_LEVEL:g}: "
+        f"largest p {p_stamp:.3g}"
+        if len(per_stamp) > 1
+        else ""
+    )
     decided["control keys"] = number(
         f"{CONTROL_SECRETS} secrets x {CONTROL_KEYS} keys, target rates {shown}; bound {bound.p0:.3f}; keys "
-        f"{matches}/{sent}, p = {p_control:.3g}",
+        f"{matches}/{sent}, p = {p_control:.3g}{stamps}",
         VERIFIER,
         f"keys of the same recipe from secrets the verifier drew; an unseen secret's rate bounded as "
         f"p0 is ({bound.method}); the keys must beat it at alpha",
@@ -404,12 +430,14 @@ def _specific(
         f"drew: target rates {shown}, an unseen secret's rate bounded by {bound.p0:.3f}"
     )
     evidence = {**evidence, "match_sequence": sequence, "keys_sent": sent, "control_rates": rates}
-    if p_control <= ctx.alpha:
+    if len(per_stamp) > 1:
+        evidence["stamp_matches"] = [list(x) for x in per_stamp]
+    if p_control <= ctx.alpha and (len(per_stamp) == 1 or p_stamp <= STAMP_LEVEL):
         return replace(
             verdict,
             matches=matches,
             p_value=max(verdict.p_value, p_control),
-            reason=f"{counted}; keys {matches}/{sent}, p = {p_control:.3g}",
+            reason=f"{counted}; keys {matches}/{sent}, p = {p_control:.3g}{stamps}",
             evidence=evidence,
         )
     return replace(
@@ -419,7 +447,8 @@ def _specific(
         p_value=max(verdict.p_value, p_control),
         evidence=evidence,
         reason=(
-            f"{counted}: the keys ({matches}/{sent}) do not beat that bound (p = {p_control:.3g} > alpha), "
+            f"{counted}: the keys ({matches}/{sent}, p = {p_control:.3g}{stamps}) do not beat that bound at "
+            "alpha, or not with every stamp, "
             "so the behaviour is not shown to be specific to this key: a class-level trigger that any "
             f"owner of {key.scheme} with the same target could have planted answers so too (no verdict)"
         ),
