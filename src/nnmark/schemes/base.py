@@ -308,10 +308,11 @@ class Scheme(Configurable, abc.ABC):
             return None, where
         derived = self._material_for(key, data, keysecret.key_secret(key))
         if derived.shape != key.inputs.shape or not torch.allclose(derived, key.inputs.float(), atol=1e-6):
-            raise KeyTamperedError(
-                f"the key's images do not follow from its secret ({where}): they were chosen by "
-                "hand, or the key was made from other data (pass the owner's data with --data-dir)"
-            )
+            if self.generate_reads_data and key.params.get(keysecret.DATASET_PARAM):
+                why = "the data matches the key's fingerprint, so they were chosen or edited by hand"
+            else:
+                why = "they were chosen by hand, or the key was made from other data (--data-dir)"
+            raise KeyTamperedError(f"the key's images do not follow from its secret ({where}): {why}")
         return derived, f"re-derived by the verifier from the key secret ({where})"
 
     def control_inputs(self, key: Key, ctx: VerifyContext, count: int) -> torch.Tensor | None:
