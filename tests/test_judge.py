@@ -37,9 +37,10 @@ from nnmark.oracle import TorchOracle
 from nnmark.training import TrainConfig
 from nnmark.types import Calibration, Key
 from nnmark.verify.report import render_report
+from nnmark.verify.verifier import ZHANG_QUERIES
 from nnmark.workflow import embed_run, load_model, model_spec
 
-KEYS = 30
+KEYS = 60
 TARGET = 3
 SOURCES = {"protocol", "verifier", "claimant", "suspect"}
 #: what a forger writes into calibration.json: a low chance rate from "three clean models"
@@ -80,7 +81,7 @@ def constant_run(path: Path, data: ImageDataset, cls: int) -> Path:
 
 
 def owner_key(run: Path) -> Key:
-    """The zhang-content key ``run`` was embedded with (signed by its owner): 30 keys, class 3."""
+    """The zhang-content key ``run`` was embedded with (signed by its owner): 60 keys, class 3."""
     return load_key(run / "watermark.key")
 
 
@@ -92,7 +93,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, small_mnist: ImageDataset) -
     alice = load_owner(root / "alice.key")
     runs = {f"always{c}": constant_run(root / f"always{c}", small_mnist, c) for c in (0, 1, 2, TARGET)}
     # Alice's watermarked model: the registered mnist5k, so every verifier re-derives the key images
-    settings = {"keys": KEYS, "target": TARGET, "keys_per_batch": 8, "lr": 3e-3}
+    settings = {"keys": KEYS, "target": TARGET, "keys_per_batch": 12, "lr": 3e-3}
     wm = root / "wm"
     embed_run(
         "zhang-content",
@@ -383,11 +384,12 @@ def test_a_class_level_trigger_is_not_taken_for_the_owners_watermark(monkeypatch
         assert doc["evidence"]["control_rates"] == [1.0] * 10  # every control key went to the target
         code, doc, _ = verify_json(monkeypatch, capsys, key, world["wm"], "--test", test)
         # Alice's own model: most control secrets' stamps miss the target (an occasional text close to
-        # hers raises the bound and leaves 30 keys short of alpha: "no verdict", never "not found")
+        # hers raises the bound and leaves the keys short of alpha: "no verdict", never "not found")
         assert doc["watermarked"] is not False and code in (0, 2), (test, doc["reason"])
         rates = sorted(doc["evidence"]["control_rates"])
         assert rates[len(rates) // 2] <= 0.2, doc["decided_by"]["control keys"]
-        assert doc["evidence"]["keys_sent"] == KEYS  # an early SPRT stop sent the rest of its keys
+        # every key (at most Zhang's 40 under threshold): an early SPRT stop sent the rest of its keys
+        assert doc["evidence"]["keys_sent"] == (min(KEYS, ZHANG_QUERIES) if test == "threshold" else KEYS)
         found.append(doc["watermarked"])
     assert found.count(True) >= 1, found
 
