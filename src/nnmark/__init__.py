@@ -11,11 +11,14 @@ extra raises :class:`nnmark.extras.MissingExtraError` (an ``ImportError``) namin
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "verify": ("nnmark.verify.verifier", "verify"),
     "load_model": ("nnmark.workflow", "load_model"),
     "save_model": ("nnmark.workflow", "save_model"),
     "load_key": ("nnmark.keyfile", "load_key"),
@@ -45,19 +48,33 @@ __all__ = [
     "verify",
 ]
 
-# `nnmark.verify` is also a subpackage: bind the function eagerly so the import system's
-# submodule attribute cannot shadow it
-from nnmark.verify.verifier import verify  # noqa: E402
-
 if TYPE_CHECKING:
     from nnmark.keyfile import load_key
     from nnmark.oracle import OnnxOracle, TorchOracle
     from nnmark.verify.context import VerifyContext
+    from nnmark.verify.verifier import verify
     from nnmark.workflow import load_model, save_model
 
 
+class _Package(types.ModuleType):
+    """``nnmark``'s module type: ``nnmark.verify`` is the function of the public API, although
+    ``nnmark.verify`` is also a subpackage. The import system binds a subpackage to its parent's
+    attribute when it first loads it; that binding is refused here, so the function (imported on
+    first use, like the rest of the API) is what ``nnmark.verify`` and ``from nnmark import verify``
+    give, whichever was imported first."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "verify" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
 def __getattr__(name: str) -> Any:
-    # imports stay lazy so that `nnmark --help` does not pay for torch
+    # PEP 562: the API is imported on first use, so that `import nnmark` (and `nnmark --help`)
+    # does not pay for torch
     if name in _LAZY:
         import importlib
 
@@ -65,6 +82,13 @@ def __getattr__(name: str) -> Any:
         if name in _EXTRA:
             from nnmark.extras import require
 
-            return getattr(require(_EXTRA[name], module), attr)
-        return getattr(importlib.import_module(module), attr)
+            value = getattr(require(_EXTRA[name], module), attr)
+        else:
+            value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'nnmark' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
