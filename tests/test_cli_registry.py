@@ -25,29 +25,70 @@ def invoke(*args: str | Path) -> tuple[int, str]:
 @pytest.fixture
 def registered(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Register names in a registry as a library module would, then load the CLI again."""
-    from nnmark import cli
+    from nnmark import cli, cli_experiments, cli_remote
+
+    def reload() -> None:
+        for module in (cli_remote, cli_experiments, cli):
+            importlib.reload(module)
 
     def add(registry: Registry[Any], name: str) -> None:
         monkeypatch.setitem(registry._items, name, f"{name} (registered by a test)")
-        importlib.reload(cli)
+        reload()
 
     yield add
     monkeypatch.undo()
-    importlib.reload(cli)
+    reload()
 
 
 def test_cli_enums_are_the_registries() -> None:
-    from nnmark import cli
+    from nnmark import cli, cli_experiments, cli_remote
 
     for enum, registry in (
         (cli.Test, choices.TESTS),
         (cli.Protocol, choices.PROTOCOLS),
+        (cli_remote.Protocol, choices.PROTOCOLS),
         (cli.InputType, choices.INPUT_TYPES),
         (cli.Defense, choices.DEFENSES),
         (cli.ServeOutput, choices.SERVE_OUTPUTS),
+        (cli.ServeInputType, choices.INPUT_DTYPES),
         (cli.ListWhat, choices.LISTINGS),
+        (cli_experiments.Backend, choices.GRID_BACKENDS),
+        (cli_experiments.Paper, choices.PAPERS),
+        (cli_experiments.ScaleName, choices.REPRODUCTION_SCALES),
     ):
-        assert [m.value for m in enum] == registry.names()
+        assert [m.value for m in enum] == registry.names(), enum
+    for enum, registry in (
+        (cli_remote.InputLayout, choices.INPUT_LAYOUTS),
+        (cli_remote.InputScale, choices.INPUT_SCALES),
+        (cli_remote.OutputKind, choices.SERVE_OUTPUTS),
+    ):  # "auto" leaves the choice to the library (the server's metadata, the reply)
+        assert [m.value for m in enum] == ["auto", *registry.names()], enum
+
+
+def test_every_option_with_choices_takes_them_from_a_registry() -> None:
+    """No command keeps a hand-written list: each choice option's values are one registry's names."""
+    import typing
+    from enum import Enum
+
+    import typer
+
+    from nnmark import cli
+
+    known = [set(r.names()) for r in vars(choices).values() if isinstance(r, Registry)]
+    seen = 0
+    group = typer.main.get_command(cli.app)
+    commands = [(name, c) for name, c in group.commands.items()]  # type: ignore[attr-defined]
+    for name, command in list(commands):
+        commands += [(f"{name} {n}", c) for n, c in getattr(command, "commands", {}).items()]
+    for name, command in commands:
+        for param in command.params:
+            annotation = param.type_descriptor.annotation  # typer 0.29: the parameter's Python type
+            for enum in (annotation, *typing.get_args(annotation)):
+                if isinstance(enum, type) and issubclass(enum, Enum):
+                    seen += 1
+                    names = {str(m.value) for m in enum}
+                    assert names in known or names - {"auto"} in known, (name, param.name, sorted(names))
+    assert seen >= 15, seen
 
 
 @pytest.mark.parametrize(
@@ -57,6 +98,18 @@ def test_cli_enums_are_the_registries() -> None:
         (choices.PROTOCOLS, ["verify", "--key", "absent.key", "--url", "http://127.0.0.1:9", "--protocol"]),
         (choices.DEFENSES, ["serve", "--model", "absent-run", "--defense"]),
         (choices.SERVE_OUTPUTS, ["serve", "--model", "absent-run", "--output"]),
+        (choices.INPUT_DTYPES, ["serve", "--model", "absent-run", "--input-type"]),
+        (
+            choices.INPUT_LAYOUTS,
+            ["verify", "--key", "absent.key", "--url", "http://127.0.0.1:9", "--input-layout"],
+        ),
+        (
+            choices.INPUT_SCALES,
+            ["verify", "--key", "absent.key", "--url", "http://127.0.0.1:9", "--input-scale"],
+        ),
+        (choices.GRID_BACKENDS, ["grid", "run", "absent.yaml", "--backend"]),
+        (choices.REPRODUCTION_SCALES, ["reproduce", "zhang2018", "--out", "absent-out", "--scale"]),
+        (choices.PAPERS, ["reproduce", "--out", "absent-out"]),
     ],
 )
 def test_a_registered_name_is_accepted_without_a_cli_edit(
@@ -70,13 +123,15 @@ def test_a_registered_name_is_accepted_without_a_cli_edit(
     code, text = invoke(*command, "brand-new")
     assert code == 2 and "Invalid value" in text and "brand-new" in text  # the parser refuses it
     registered(registry, "brand-new")
-    code, text = invoke(*command[:1], "--help")
+    words = [w for w in command if w in ("grid", "run", "reproduce", "verify", "serve")]
+    code, text = invoke(*words, "--help")
     assert "brand-new" in text
     code, text = invoke(*command, "brand-new")
     # the parser takes it; the library then decides (the key or run does not exist, or the
     # implementation does not know the name: its own one-line error)
     assert code != 0 and "Invalid value" not in text, text
     assert "absent" in text or "brand-new" in text, text
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "nothing is written"
 
 
 def test_registries_match_what_the_library_accepts() -> None:
@@ -93,6 +148,24 @@ def test_registries_match_what_the_library_accepts() -> None:
     assert choices.PROTOCOLS is wire.PROTOCOLS  # the client's and server's codecs are the CLI's choices
     assert set(serve.defenses.DEFENSES) == set(choices.DEFENSES.names())
     assert set(wire.base.OUTPUTS) == set(choices.SERVE_OUTPUTS.names())
+    assert set(wire.base.LAYOUTS) == set(choices.INPUT_LAYOUTS.names())
+    assert set(wire.base.SCALES) == set(choices.INPUT_SCALES.names())
+    assert set(wire.base.DTYPES) == set(choices.INPUT_DTYPES.names())
+
+
+def test_experiment_registries_match_the_harness() -> None:
+    """The papers, scales and backends the CLI offers are exactly those the harness runs."""
+    from nnmark.experiments import runner
+    from nnmark.experiments.reproduce import reproductions
+    from nnmark.experiments.reproduce.base import SCALES
+    from nnmark.extras import EXTRAS
+
+    assert sorted(reproductions()) == choices.PAPERS.names()
+    assert sorted(SCALES) == choices.REPRODUCTION_SCALES.names()
+    assert sorted(runner.BACKENDS) == choices.GRID_BACKENDS.names()
+    for backend in choices.GRID_BACKENDS.names():
+        extra = choices.GRID_BACKENDS.get(backend)
+        assert extra is None or extra in EXTRAS, backend
 
 
 def test_every_listing_lists_something() -> None:

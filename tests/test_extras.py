@@ -231,3 +231,24 @@ def test_extras_table_matches_pyproject() -> None:
     for banned in ["mlxtend", "matplotlib", *extras.EXTRAS["onnx"], *extras.EXTRAS["serve"], "ray"]:
         assert banned not in core, banned
     assert "torch>=" in core and "torch==" not in core
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["grid", "run", "g.yaml", "--backend", "ray", "--results", "out"],
+        ["reproduce", "zhang2018", "--scale", "tiny", "--backend", "ray", "--out", "out"],
+    ],
+)
+def test_ray_backend_without_ray_is_one_line_and_writes_nothing(
+    args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Review of issue 12: the extra is checked before the results folder is made."""
+    (tmp_path / "g.yaml").write_text("name: g\ntask: watermark\naxes: {seed: [0]}\n")
+    monkeypatch.chdir(tmp_path)
+    block(monkeypatch, "ray")
+    code, err = run_cli(monkeypatch, capsys, *args)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "pip install 'nnmark[ray]'" in lines[0], lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.yaml"]

@@ -19,7 +19,15 @@ import typer
 from rich.console import Console
 
 from nnmark import __version__
-from nnmark.choices import DEFENSES, INPUT_TYPES, LISTINGS, PROTOCOLS, SERVE_OUTPUTS, TESTS
+from nnmark.choices import (
+    DEFENSES,
+    INPUT_DTYPES,
+    INPUT_TYPES,
+    LISTINGS,
+    SERVE_OUTPUTS,
+    TESTS,
+    registry_enum,
+)
 from nnmark.cli_experiments import register as register_experiments
 from nnmark.cli_remote import (
     BatchSizeOpt,
@@ -30,6 +38,7 @@ from nnmark.cli_remote import (
     InputScaleOpt,
     OutputKind,
     OutputOpt,
+    Protocol,
     RateLimitOpt,
     RemoteOptions,
     RetriesOpt,
@@ -37,7 +46,6 @@ from nnmark.cli_remote import (
     build_oracle,
 )
 from nnmark.errors import NnmarkError
-from nnmark.registry import Registry
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -66,34 +74,20 @@ DataDir = Annotated[
 ]
 
 
-def registry_enum(name: str, registry: Registry[Any]) -> type[StrEnum]:
-    """The choices of an option: one member per name registered in ``registry`` (nnmark.choices).
-
-    Built when the CLI loads (typer reads the annotations on every call), so a test, protocol or
-    defense registered in the library needs no CLI edit.
-    """
-    return StrEnum(name, [(n, n) for n in registry.names()])  # type: ignore[return-value]
-
-
 if TYPE_CHECKING:
     Test: TypeAlias = StrEnum
-    Protocol: TypeAlias = StrEnum
     InputType: TypeAlias = StrEnum
     Defense: TypeAlias = StrEnum
     ServeOutput: TypeAlias = StrEnum
+    ServeInputType: TypeAlias = StrEnum
     ListWhat: TypeAlias = StrEnum
-else:
+else:  # the choices are the library's registries (nnmark.choices): a new name needs no edit here
     Test = registry_enum("Test", TESTS)
-    Protocol = registry_enum("Protocol", PROTOCOLS)
     InputType = registry_enum("InputType", INPUT_TYPES)
     Defense = registry_enum("Defense", DEFENSES)
     ServeOutput = registry_enum("ServeOutput", SERVE_OUTPUTS)
     ListWhat = registry_enum("ListWhat", LISTINGS)
-
-
-class ServeInputType(StrEnum):
-    float32 = "float32"
-    uint8 = "uint8"
+    ServeInputType = registry_enum("ServeInputType", INPUT_DTYPES)
 
 
 def _version(value: bool) -> None:
@@ -163,13 +157,12 @@ def train_cmd(
 
     Example: nnmark train --data mnist5k --model digit-cnn --epochs 5 --out runs/clean
     """
-    from nnmark.workflow import parse_settings, split_training_settings, train_run
+    from nnmark.workflow import TRAINING_KEYS, parse_settings, split_training_settings, train_run
 
     config, rest = split_training_settings(parse_settings(settings), _config(epochs, seed, device))
     if rest:
         raise NnmarkError(
-            f"unknown training setting(s): {', '.join(rest)}; known: lr, batch_size, "
-            "optimizer, momentum, weight_decay, schedule, augment"
+            f"unknown training setting(s): {', '.join(rest)}; known: {', '.join(sorted(TRAINING_KEYS))}"
         )
     result = train_run(data, model, config, out_dir, force=force, data_dir=data_dir)
     out.print(f"trained {model} on {data}: test accuracy {result.metrics['test_accuracy']:.2%} -> {out_dir}")
@@ -302,9 +295,9 @@ def verify_cmd(
     timeout: TimeoutOpt = 30.0,
     retries: RetriesOpt = 3,
     rate_limit: RateLimitOpt = None,
-    input_layout: InputLayoutOpt = InputLayout.auto,
-    input_scale: InputScaleOpt = InputScale.auto,
-    output: OutputOpt = OutputKind.auto,
+    input_layout: InputLayoutOpt = InputLayout("auto"),
+    input_scale: InputScaleOpt = InputScale("auto"),
+    output: OutputOpt = OutputKind("auto"),
     batch_size: BatchSizeOpt = 256,
     input_type: Annotated[
         InputType,
@@ -350,8 +343,7 @@ def verify_cmd(
     cover_ratio: Annotated[
         float,
         typer.Option(
-            help="cover queries per key query, hidden among them in random order and batch sizes "
-            "(0: none)"
+            help="cover queries per key query, hidden among them in random order and batch sizes (0: none)"
         ),
     ] = 0.0,
     cover_data: Annotated[
@@ -662,14 +654,14 @@ def serve(
             help="image layout of the tf-serving and kserve-v2 endpoints (auto: tf-serving nhwc, "
             "kserve-v2 nchw; the nnmark endpoint is always nchw floats in [0, 1])"
         ),
-    ] = InputLayout.auto,
+    ] = InputLayout("auto"),
     input_scale: Annotated[
         InputScale, typer.Option(help="float values the tf-serving and kserve-v2 endpoints take (auto: 0-1)")
-    ] = InputScale.auto,
+    ] = InputScale("auto"),
     input_type: Annotated[
         ServeInputType,
         typer.Option(help="number type of the tf-serving and kserve-v2 endpoints (uint8: pixels 0-255)"),
-    ] = ServeInputType.float32,
+    ] = ServeInputType("float32"),
     max_batch: Annotated[int, typer.Option(help="most inputs in one request (more: HTTP 413)")] = 1024,
     max_body_mb: Annotated[float, typer.Option(help="largest request body in MiB (larger: HTTP 413)")] = 32.0,
     data_dir: DataDir = None,
@@ -700,8 +692,8 @@ def serve(
         announce=announce,
         name=name,
         output=output.value,
-        input_layout=None if input_layout is InputLayout.auto else input_layout.value,
-        input_scale="0-1" if input_scale is InputScale.auto else input_scale.value,
+        input_layout=None if input_layout == "auto" else input_layout.value,
+        input_scale="0-1" if input_scale == "auto" else input_scale.value,
         input_dtype=input_type.value,
         max_batch=max_batch,
         max_body_bytes=max(1, int(max_body_mb * 2**20)),

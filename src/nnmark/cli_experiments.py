@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeAlias
 
 import typer
 from rich.console import Console
+
+from nnmark.choices import GRID_BACKENDS, PAPERS, REPRODUCTION_SCALES, registry_enum
 
 out = Console(highlight=False, soft_wrap=True)
 grid_app = typer.Typer(
@@ -16,26 +18,17 @@ grid_app = typer.Typer(
 )
 
 
-class Backend(StrEnum):
-    local = "local"
-    ray = "ray"
+if TYPE_CHECKING:
+    Backend: TypeAlias = StrEnum
+    Paper: TypeAlias = StrEnum
+    ScaleName: TypeAlias = StrEnum
+else:  # the choices are the library's registries (nnmark.choices)
+    Backend = registry_enum("Backend", GRID_BACKENDS)
+    Paper = registry_enum("Paper", PAPERS)
+    ScaleName = registry_enum("ScaleName", REPRODUCTION_SCALES)
 
 
-class Paper(StrEnum):
-    zhang2018 = "zhang2018"
-    zhong2020 = "zhong2020"
-    li2019 = "li2019"
-    namba2019 = "namba2019"
-
-
-class ScaleName(StrEnum):
-    tiny = "tiny"
-    quick = "quick"
-    cpu = "cpu"
-    full = "full"
-
-
-BackendOpt = Annotated[Backend, typer.Option(help="local processes or a Ray cluster")]
+BackendOpt = Annotated[Backend, typer.Option(help="local processes or a Ray cluster (needs the ray extra)")]
 WorkersOpt = Annotated[
     int | None, typer.Option(help="worker processes (default: one per core; 0 = in this process)")
 ]
@@ -50,7 +43,7 @@ def grid_run(
     results: Annotated[Path, typer.Option("--results", help="folder of JSON records (resumes)")] = Path(
         "results"
     ),
-    backend: BackendOpt = Backend.local,
+    backend: BackendOpt = Backend("local"),
     workers: WorkersOpt = None,
     address: AddressOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list the cells and exit")] = False,
@@ -60,7 +53,6 @@ def grid_run(
     Example: nnmark grid run experiments/zhang-attacks.yaml --results results/zhang --workers 2
     """
     from nnmark.experiments.grid import cell_id, expand, load_grid
-    from nnmark.experiments.runner import run_cells
 
     spec = load_grid(file)
     cells = expand(spec)
@@ -69,6 +61,9 @@ def grid_run(
             out.print(f"{cell_id(c)}  {c}", markup=False)
         out.print(f"{len(cells)} cells")
         return
+    from nnmark.experiments.runner import check_backend, run_cells
+
+    check_backend(backend.value)  # a missing extra: one line, before --results is made
     report = run_cells(
         cells, results, backend=backend.value, workers=workers, address=address, title=spec.name
     )
@@ -88,13 +83,17 @@ def reproduce(
     out_dir: Annotated[Path, typer.Option("--out", help="folder for tables, figures and records")],
     quick: Annotated[bool, typer.Option("--quick", help="the reduced grid (2 CPU cores, minutes)")] = False,
     scale: Annotated[
-        ScaleName | None, typer.Option(help="tiny (tests), quick, cpu or full (GPU); overrides --quick")
+        ScaleName | None,
+        typer.Option(
+            help="; ".join(f"{n}: {REPRODUCTION_SCALES.get(n)}" for n in REPRODUCTION_SCALES.names())
+            + " (overrides --quick)"
+        ),
     ] = None,
     repeats: Annotated[int | None, typer.Option(help="repeats (seeds) per setting")] = None,
     data_dir: Annotated[
         str | None, typer.Option("--data-dir", help="folder with fashion-mnist etc. (default $NNMARK_DATA)")
     ] = None,
-    backend: BackendOpt = Backend.local,
+    backend: BackendOpt = Backend("local"),
     workers: WorkersOpt = None,
     address: AddressOpt = None,
 ) -> None:

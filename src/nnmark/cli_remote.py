@@ -2,8 +2,8 @@
 
 ``build_oracle`` turns ``--model`` / ``--onnx`` / ``--url`` and the remote options into an
 :class:`~nnmark.oracle.Oracle`; the ``Annotated`` option types below are what commands that query a
-remote API declare, so every such command offers the same options with the same help. Protocol
-choices come from the wire registry (:func:`nnmark.wire.names`).
+remote API declare, so every such command offers the same options with the same help. Every
+option's choices come from the library's registries (:mod:`nnmark.choices`).
 """
 
 from __future__ import annotations
@@ -11,38 +11,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import typer
 
-from nnmark import wire
+from nnmark.choices import INPUT_LAYOUTS, INPUT_SCALES, INPUT_TYPES, PROTOCOLS, SERVE_OUTPUTS, registry_enum
 from nnmark.errors import NnmarkError
 
-Protocol = StrEnum("Protocol", {name: name for name in wire.names()})  # type: ignore[misc]
-
-
-class InputLayout(StrEnum):
-    auto = "auto"
-    nchw = "nchw"
-    nhwc = "nhwc"
-
-
-class InputScale(StrEnum):
-    auto = "auto"
-    unit = "0-1"
-    pixels = "0-255"
-
-
-class OutputKind(StrEnum):
-    auto = "auto"
-    labels = "labels"
-    probabilities = "probabilities"
-    logits = "logits"
+if TYPE_CHECKING:
+    Protocol: TypeAlias = StrEnum
+    InputLayout: TypeAlias = StrEnum
+    InputScale: TypeAlias = StrEnum
+    OutputKind: TypeAlias = StrEnum
+else:
+    Protocol = registry_enum("Protocol", PROTOCOLS)
+    InputLayout = registry_enum("InputLayout", INPUT_LAYOUTS, auto=True)
+    InputScale = registry_enum("InputScale", INPUT_SCALES, auto=True)
+    OutputKind = registry_enum("OutputKind", SERVE_OUTPUTS, auto=True)
 
 
 ProtocolOpt = Annotated[
-    Protocol,  # type: ignore[valid-type]
-    typer.Option(help="wire protocol of --url: " + ", ".join(wire.names())),
+    Protocol, typer.Option(help="wire protocol of --url: " + ", ".join(PROTOCOLS.names()))
 ]
 HeaderOpt = Annotated[
     list[str] | None,
@@ -145,7 +134,7 @@ def build_oracle(
         budget=budget,
         timeout=r.timeout,
         batch_size=r.batch_size,
-        carry_floats={"auto": None, "float": True, "uint8": False}[r.input_type],
+        carry_floats=INPUT_TYPES.get(r.input_type),
         input_layout=None if r.input_layout == "auto" else r.input_layout,
         input_scale=None if r.input_scale == "auto" else r.input_scale,
         output=r.output,

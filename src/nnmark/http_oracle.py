@@ -52,7 +52,7 @@ from nnmark import wire
 from nnmark.errors import NnmarkError
 from nnmark.oracle import Oracle
 from nnmark.wire import jsonio
-from nnmark.wire.base import OUTPUTS, Encoding, ModelInfo, WireError
+from nnmark.wire.base import LAYOUTS, OUTPUTS, SCALES, Encoding, ModelInfo, WireError
 
 if TYPE_CHECKING:
     import httpx
@@ -130,10 +130,10 @@ class HttpOracle(Oracle):
             raise NnmarkError(f"unknown output {output!r}; choose auto, {', '.join(OUTPUTS)}")
         if channels_last is not None and input_layout is None:
             input_layout = "nhwc" if channels_last else "nchw"
-        if input_layout not in (None, "nchw", "nhwc"):
-            raise NnmarkError(f"unknown input layout {input_layout!r}; choose nchw or nhwc")
-        if input_scale not in (None, "0-1", "0-255"):
-            raise NnmarkError(f"unknown input scale {input_scale!r}; choose 0-1 or 0-255")
+        if input_layout is not None and input_layout not in LAYOUTS:
+            raise NnmarkError(f"unknown input layout {input_layout!r}; choose {' or '.join(LAYOUTS)}")
+        if input_scale is not None and input_scale not in SCALES:
+            raise NnmarkError(f"unknown input scale {input_scale!r}; choose {' or '.join(SCALES)}")
         self.protocol = protocol
         self.url = self.codec.base_url(url)
         self.predict_url = self.codec.predict_url(self.url)

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nnmark.choices import GRID_BACKENDS
 from nnmark.errors import NnmarkError
 from nnmark.experiments.cells import run_cell
 from nnmark.experiments.grid import Cell, cell_id
 from nnmark.experiments.records import FAILED, finished_ids, write_record
 
-BACKENDS = ("local", "ray")
+BACKENDS = tuple(GRID_BACKENDS.names())
 #: imported once by the fork server, so that every worker starts with them
 PRELOAD = ("torch", "nnmark.experiments.cells", "nnmark.workflow", "nnmark.attacks", "nnmark.verify.verifier")
 
@@ -77,10 +78,8 @@ def _local(cells: Sequence[Cell], workers: int) -> Iterator[dict[str, Any]]:
 def _ray(cells: Sequence[Cell], workers: int, address: str | None) -> Iterator[dict[str, Any]]:
     """Records from Ray tasks (one CPU, one torch thread each); a local Ray instance with
     ``workers`` CPUs when no ``address`` is given."""
-    try:
-        import ray  # optional extra: pip install 'nnmark[ray]'
-    except ImportError:
-        raise NnmarkError("--backend ray needs Ray: pip install 'nnmark[ray]'") from None
+    import ray  # run_cells checked the extra (check_backend)
+
     started = False
     if not ray.is_initialized():
         if address:
@@ -100,6 +99,18 @@ def _ray(cells: Sequence[Cell], workers: int, address: str | None) -> Iterator[d
             ray.shutdown()
 
 
+def check_backend(backend: str) -> None:
+    """Refuse an unknown backend, or one whose extra is not installed (one line naming the extra),
+    before anything is written."""
+    if backend not in BACKENDS:
+        raise NnmarkError(f"unknown backend {backend!r}; use {' or '.join(BACKENDS)}")
+    extra = GRID_BACKENDS.get(backend)
+    if extra is not None:
+        from nnmark.extras import require_all
+
+        require_all(extra)
+
+
 def run_cells(
     cells: Sequence[Cell],
     results: str | Path,
@@ -116,8 +127,7 @@ def run_cells(
     A cell whose record says ``ok`` is never run again; a failed one is run again. A failing cell
     is recorded with its error and the others go on.
     """
-    if backend not in BACKENDS:
-        raise NnmarkError(f"unknown backend {backend!r}; use {' or '.join(BACKENDS)}")
+    check_backend(backend)
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
     done = finished_ids(results)

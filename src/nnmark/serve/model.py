@@ -12,7 +12,7 @@ import torch
 from nnmark.errors import NnmarkError
 from nnmark.serve.batching import Batcher
 from nnmark.serve.defenses import build_defense
-from nnmark.wire.base import DTYPES, OUTPUTS, Encoding, ModelInfo, WireError
+from nnmark.wire.base import DTYPES, LAYOUTS, OUTPUTS, SCALES, Encoding, ModelInfo, WireError
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +126,10 @@ def encodings(input_layout: str | None, input_scale: str, input_dtype: str) -> d
 
     if input_dtype not in DTYPES:
         raise NnmarkError(f"unknown input type {input_dtype!r}; choose one of {', '.join(DTYPES)}")
-    if input_layout not in (None, "nchw", "nhwc"):
-        raise NnmarkError(f"unknown input layout {input_layout!r}; choose nchw or nhwc")
-    if input_scale not in ("0-1", "0-255"):
-        raise NnmarkError(f"unknown input scale {input_scale!r}; choose 0-1 or 0-255")
+    if input_layout is not None and input_layout not in LAYOUTS:
+        raise NnmarkError(f"unknown input layout {input_layout!r}; choose {' or '.join(LAYOUTS)}")
+    if input_scale not in SCALES:
+        raise NnmarkError(f"unknown input scale {input_scale!r}; choose {' or '.join(SCALES)}")
     scale = "0-255" if input_dtype == "uint8" else input_scale
     out = {}
     for name in wire.names():

@@ -37,8 +37,9 @@ def run_reproduction(
 ) -> list[Path]:
     """Run ``paper``'s cells (resuming from ``out/records``) and write ``out/PAPER.md``,
     ``out/PAPER.csv`` and its figures; returns the files written."""
-    from nnmark.experiments.runner import run_cells
+    from nnmark.experiments.runner import check_backend, run_cells
 
+    check_backend(backend)  # a missing extra is one line before anything is written
     reps = reproductions()
     if paper not in reps:
         raise NnmarkError(f"unknown paper {paper!r}; use {', '.join(reps)}")
