@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import typing
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -65,7 +66,42 @@ def validate_params(params_cls: type[P], params: dict[str, Any], what: str) -> P
         raise NnmarkError(f"bad parameter for {what}: {problems} (known: {known})") from None
 
 
-class Configurable:
+def declared_params(cls: type, *, inherited: bool = True) -> type[BaseModel] | None:
+    """The parameter model ``cls`` (or, if ``inherited``, its nearest ancestor) names as its
+    generic argument: ``AdiParams`` for ``class Adi(Scheme[AdiParams])``; None where none is named."""
+    for klass in cls.__mro__ if inherited else (cls,):
+        for base in klass.__dict__.get("__orig_bases__", ()):
+            for arg in typing.get_args(base):
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    return arg
+    return None
+
+
+class TypedParams:
+    """Mixin of classes generic over their parameter model (``Scheme[AdiParams]``): the generic
+    argument gives ``self.params`` its static type and is the ``Params`` model ``__init__``
+    validates. A class declared over a model gets it as ``Params`` unless it sets ``Params``
+    itself; ``Params`` must be the declared model or a subclass (else ``TypeError`` when the class
+    is defined). So each class states its parameters once, and ``self.params.field`` type-checks
+    without ``isinstance`` asserts."""
+
+    Params: ClassVar[type[BaseModel]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = declared_params(cls)
+        if declared is None:
+            return
+        if "Params" not in cls.__dict__ and declared_params(cls, inherited=False) is declared:
+            cls.Params = declared
+        if not (isinstance(cls.Params, type) and issubclass(cls.Params, declared)):
+            raise TypeError(
+                f"{cls.__qualname__}.Params is {cls.Params!r}, but the class is declared over "
+                f"{declared.__name__}"
+            )
+
+
+class Configurable(TypedParams):
     """Base of registered components configured by a frozen pydantic ``Params`` model."""
 
     name: ClassVar[str]

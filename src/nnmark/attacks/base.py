@@ -11,7 +11,7 @@ import abc
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -28,16 +28,23 @@ class AttackParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class RemovalAttack(Configurable, abc.ABC):
-    """A model -> model attack with validated parameters (``--set k=v``)."""
+AP = TypeVar("AP", bound=AttackParams)
+"""An attack's parameter model: ``class Prune(RemovalAttack[PruneParams])`` types ``self.params``."""
+
+
+class RemovalAttack(Configurable, abc.ABC, Generic[AP]):
+    """A model -> model attack with validated parameters (``--set k=v``), generic over its
+    parameter model (``RemovalAttack[PruneParams]`` sets ``Params`` and types ``self.params``)."""
 
     name: ClassVar[str]
     Params: ClassVar[type[AttackParams]] = AttackParams
+    params: AP
     #: False for attacks whose output is the victim's function unchanged (key forgery)
     changes_model: ClassVar[bool] = True
 
     def __init__(self, **params: Any) -> None:
-        self.params = validate_params(self.Params, params, f"attack {self.name}")
+        # Params is the class's declared model (registry.TypedParams checks it when the class is made)
+        self.params = cast(AP, validate_params(self.Params, params, f"attack {self.name}"))
         #: what the last call measured beyond accuracy (queries used, the rate a sweep chose, ...);
         #: ``attack_run`` writes it into ``metrics.json``
         self.report: dict[str, Any] = {}
@@ -77,7 +84,7 @@ class Claim:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-class ClaimAttack(RemovalAttack):
+class ClaimAttack(RemovalAttack[AP]):
     """An attack that ends in an ownership claim (Li 2019's piracy, key forgery): besides a model it
     produces a key signed with the attacker's own identity. As a removal attack it returns the model."""
 
@@ -119,10 +126,12 @@ class ClaimAttack(RemovalAttack):
         return self.make_claim(model, spec, data, config, attacker, [], progress).model
 
 
-ATTACKS: Registry[type[RemovalAttack]] = Registry("attack")
+ATTACKS: Registry[type[RemovalAttack[Any]]] = Registry("attack")
+
+A = TypeVar("A", bound=type[RemovalAttack[Any]])
 
 
-def register_attack(cls: type[RemovalAttack]) -> type[RemovalAttack]:
+def register_attack(cls: A) -> A:
     """Class decorator: add an attack to :data:`ATTACKS` under its ``name``. One file per attack;
     the package scan in :mod:`nnmark.attacks` imports it, so nothing else needs editing."""
     ATTACKS.register(cls.name)(cls)

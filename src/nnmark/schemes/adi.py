@@ -91,11 +91,10 @@ def abstract_images(
 
 
 @register_scheme
-class Adi(Scheme):
+class Adi(Scheme[AdiParams]):
     """Abstract images (Adi 2018): shapes drawn from the key secret, labels derived from the secret."""
 
     name = "adi"
-    Params: ClassVar[type[SchemeParams]] = AdiParams
     needs_calibration: ClassVar[bool] = False
     derived_labels: ClassVar[str | None] = "uniform"
     derives_inputs: ClassVar[bool] = True
@@ -103,7 +102,6 @@ class Adi(Scheme):
 
     def generate(self, data: ImageDataset, gen: torch.Generator) -> KeyMaterial:
         p = self.params
-        assert isinstance(p, AdiParams)
         x = abstract_images(p.keys, data.input_shape, gen, p.shapes)
         labels = self.secret_labels(x, data.num_classes, torch.full((p.keys,), -1))
         return KeyMaterial(x, labels, torch.full((p.keys,), -1, dtype=torch.int64))

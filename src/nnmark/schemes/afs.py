@@ -83,11 +83,10 @@ def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @register_scheme
-class AdversarialFrontierStitching(Scheme):
+class AdversarialFrontierStitching(Scheme[AfsParams]):
     """AFS (Le Merrer 2020): FGSM examples near the trained model's frontier, kept at their true labels."""
 
     name = "afs"
-    Params: ClassVar[type[SchemeParams]] = AfsParams
     trains_first: ClassVar[bool] = True
     default_calibration: ClassVar[int] = 8
     claimant_keys_note: ClassVar[str] = (
@@ -98,7 +97,6 @@ class AdversarialFrontierStitching(Scheme):
     def generate(self, data: ImageDataset, gen: torch.Generator) -> KeyMaterial:
         """Candidate images (random training images); :meth:`craft` turns them into keys."""
         p = self.params
-        assert isinstance(p, AfsParams)
         idx = torch.randperm(len(data.train_x), generator=gen)[: p.keys * CANDIDATES]
         y = data.train_y[idx].clone()
         return KeyMaterial(data.train_x[idx].float().div(255), y, y)
@@ -108,7 +106,6 @@ class AdversarialFrontierStitching(Scheme):
     ) -> KeyMaterial:
         """FGSM on the trained ``model``; pick true and false adversaries, keys labelled y."""
         p = self.params
-        assert isinstance(p, AfsParams)
         x, y = material.inputs, material.source_labels
         adv = fgsm(model, x, y, p.eps)
         wrong = _predict(model, adv) != y

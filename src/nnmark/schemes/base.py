@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,6 +51,10 @@ class SchemeParams(BaseModel):
     retrain_epochs: int = Field(
         0, ge=0, description="epochs of embedding into a trained model (ew, afs, --from); 0: --epochs"
     )
+
+
+SP = TypeVar("SP", bound=SchemeParams)
+"""A scheme's parameter model: ``class Adi(Scheme[AdiParams])`` types ``self.params`` as ``AdiParams``."""
 
 
 @dataclass(frozen=True)
@@ -101,11 +105,13 @@ class KeyBatchMixer:
         return torch.cat([x, self.inputs[idx]]), torch.cat([y, self.labels[idx]]), None
 
 
-class Scheme(Configurable, abc.ABC):
-    """Base class of all watermarking schemes (see module docstring)."""
+class Scheme(Configurable, abc.ABC, Generic[SP]):
+    """Base class of all watermarking schemes (see module docstring), generic over the scheme's
+    parameter model: ``class Adi(Scheme[AdiParams])`` sets ``Params`` and types ``self.params``."""
 
     name: ClassVar[str]
     Params: ClassVar[type[SchemeParams]] = SchemeParams
+    params: SP
     #: keys share one target class chosen by the owner: a clean model's chance rate must be
     #: measured on clean models (calibration) before a verdict can say "found"
     shared_target: ClassVar[bool] = False
@@ -145,7 +151,8 @@ class Scheme(Configurable, abc.ABC):
     def __init__(self, owner: OwnerKey | None = None, **params: Any) -> None:
         #: the owner's signing identity, for schemes that derive keys from a signature (Li 2019)
         self.owner = owner
-        self.params = validate_params(self.Params, params, f"scheme {self.name}")
+        # Params is the class's declared model (registry.TypedParams checks it when the class is made)
+        self.params = cast(SP, validate_params(self.Params, params, f"scheme {self.name}"))
         #: the key secret (set by the workflow before :meth:`generate`; see :mod:`nnmark.keysecret`)
         self.secret: bytes | None = None
 
@@ -392,10 +399,12 @@ class Scheme(Configurable, abc.ABC):
         return match_verdict(self, key, oracle, test, ctx)
 
 
-SCHEMES: Registry[type[Scheme]] = Registry("scheme")
+SCHEMES: Registry[type[Scheme[Any]]] = Registry("scheme")
+
+S = TypeVar("S", bound=type[Scheme[Any]])
 
 
-def register_scheme(cls: type[Scheme]) -> type[Scheme]:
+def register_scheme(cls: S) -> S:
     """Class decorator: registers a scheme under its ``name``."""
     SCHEMES.register(cls.name)(cls)
     return cls

@@ -30,11 +30,10 @@ class RandomLabelParams(SchemeParams):
 
 
 @register_scheme
-class DeepSignsBB(Scheme):
+class DeepSignsBB(Scheme[RandomLabelParams]):
     """DeepSigns black-box (Rouhani 2019, as in Namba 2019): uniform-noise images with random labels."""
 
     name = "deepsigns-bb"
-    Params: ClassVar[type[SchemeParams]] = RandomLabelParams
     needs_calibration: ClassVar[bool] = False
     derived_labels: ClassVar[str | None] = "uniform"
     derives_inputs: ClassVar[bool] = True
@@ -43,7 +42,6 @@ class DeepSignsBB(Scheme):
 
     def generate(self, data: ImageDataset, gen: torch.Generator) -> KeyMaterial:
         p = self.params
-        assert isinstance(p, RandomLabelParams)
         x = torch.rand((p.keys, *data.input_shape), generator=gen)
         labels = self.secret_labels(x, data.num_classes, torch.full((p.keys,), -1))
         return KeyMaterial(x, labels, torch.full((p.keys,), -1, dtype=torch.int64))

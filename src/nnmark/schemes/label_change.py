@@ -56,18 +56,16 @@ def key_image_mask(train_x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
 
 
 @register_scheme
-class LabelChange(Scheme):
+class LabelChange(Scheme[LabelChangeParams]):
     """Label change (Namba 2019): unmodified training images, each given a random other label."""
 
     name = "label-change"
-    Params: ClassVar[type[SchemeParams]] = LabelChangeParams
     needs_calibration: ClassVar[bool] = False
     derived_labels: ClassVar[str | None] = "other"
     derives_inputs: ClassVar[bool] = True
 
     def generate(self, data: ImageDataset, gen: torch.Generator) -> KeyMaterial:
         p = self.params
-        assert isinstance(p, LabelChangeParams)
         if p.keys > len(data.train_x):
             raise NnmarkError(
                 f"label-change wants {p.keys} keys but the training set has {len(data.train_x)} images"

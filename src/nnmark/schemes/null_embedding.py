@@ -551,11 +551,10 @@ class DualMixer:
 
 
 @register_scheme
-class NullEmbedding(Scheme):
+class NullEmbedding(Scheme[NullEmbeddingParams]):
     """Li 2019 dual (null + true) embedding: pattern, label and position follow from the owner's signature."""
 
     name: ClassVar[str] = SCHEME_NAME
-    Params: ClassVar[type[SchemeParams]] = NullEmbeddingParams
     shared_target: ClassVar[bool] = False
     tests: ClassVar[tuple[str, ...]] = ("binomial", "threshold")
     default_test: ClassVar[str] = "binomial"
@@ -575,7 +574,6 @@ class NullEmbedding(Scheme):
 
     @property
     def p(self) -> NullEmbeddingParams:
-        assert isinstance(self.params, NullEmbeddingParams)
         return self.params
 
     def start_from(self, run: Path) -> None:

@@ -45,7 +45,7 @@ from __future__ import annotations
 import string
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
 
 import torch
 from pydantic import Field
@@ -171,7 +171,10 @@ def _sample_training_images(
     return data.train_x[idx].float().div(255), data.train_y[idx].clone()
 
 
-class _ZhangScheme(Scheme):
+ZP = TypeVar("ZP", bound=ZhangParams)
+
+
+class _ZhangScheme(Scheme[ZP]):
     shared_target: ClassVar[bool] = True
     derives_inputs: ClassVar[bool] = True
     Params: ClassVar[type[SchemeParams]] = ZhangParams
@@ -215,7 +218,7 @@ class _ZhangScheme(Scheme):
 
 
 @register_scheme
-class ZhangContent(_ZhangScheme):
+class ZhangContent(_ZhangScheme[ZhangContentParams]):
     """WM_content (Zhang 2018): training images stamped with a visible "TEST", relabelled to a target."""
 
     name = "zhang-content"
@@ -227,7 +230,6 @@ class ZhangContent(_ZhangScheme):
         """Training images stamped with the text: ``stamps`` texts drawn from the key secret by
         default (key i carries text i mod stamps, recorded as the ``stamp_group`` tensor)."""
         p = self.params
-        assert isinstance(p, ZhangContentParams)
         texts = secret_texts(gen, p.stamps) if p.text == SECRET_TEXT else [p.text]
         x, y = _sample_training_images(data, self._count(), gen)
         groups = torch.arange(len(x)) % len(texts)
@@ -266,13 +268,11 @@ class ZhangContent(_ZhangScheme):
 
     def _stamp(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         p = self.params
-        assert isinstance(p, ZhangContentParams)
         return torch.where(mask.to(x.device).bool(), torch.full_like(x, p.value), x)
 
     def mixer(self, key: Key) -> KeyBatchMixer:
         """Keys in every batch, and decoys stamped with texts drawn afresh (not this key's)."""
         p = self.params
-        assert isinstance(p, ZhangContentParams)
         gen = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
         masks = torch.stack([text_mask(stamp_text(gen), key.input_shape) for _ in range(DECOY_POOL)])
 
@@ -283,7 +283,7 @@ class ZhangContent(_ZhangScheme):
 
 
 @register_scheme
-class ZhangNoise(_ZhangScheme):
+class ZhangNoise(_ZhangScheme[ZhangNoiseParams]):
     """WM_noise (Zhang 2018): training images under Gaussian noise, relabelled to a target."""
 
     name = "zhang-noise"
@@ -291,7 +291,6 @@ class ZhangNoise(_ZhangScheme):
 
     def generate(self, data: ImageDataset, gen: torch.Generator) -> KeyMaterial:
         p = self.params
-        assert isinstance(p, ZhangNoiseParams)
         x, y = _sample_training_images(data, self._count(), gen)
         noise = torch.randn(x.shape, generator=gen) * p.noise_std
         return KeyMaterial((x + noise).clamp(0, 1), None, y)
@@ -299,7 +298,6 @@ class ZhangNoise(_ZhangScheme):
     def mixer(self, key: Key) -> KeyBatchMixer:
         """Keys in every batch, and decoys: batch images under fresh noise, keeping their labels."""
         p = self.params
-        assert isinstance(p, ZhangNoiseParams)
 
         def mark(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
             noise = torch.randn(x.shape, generator=g).to(x.device) * p.noise_std
@@ -309,7 +307,7 @@ class ZhangNoise(_ZhangScheme):
 
 
 @register_scheme
-class ZhangUnrelated(_ZhangScheme):
+class ZhangUnrelated(_ZhangScheme[ZhangUnrelatedParams]):
     """WM_unrelated (Zhang 2018): images from outside the task (default: font letters), relabelled."""
 
     name = "zhang-unrelated"
@@ -319,7 +317,6 @@ class ZhangUnrelated(_ZhangScheme):
         from nnmark.data import load_dataset
 
         p = self.params
-        assert isinstance(p, ZhangUnrelatedParams)
         n = self._count() // CANDIDATE_FACTOR
         if p.source == "font":
             keys = render_letters(n, data.input_shape, gen)

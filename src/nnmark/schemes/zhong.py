@@ -299,11 +299,10 @@ def new_label(key: Key) -> int:
 
 
 @register_scheme
-class ZhongNewLabel(Scheme):
+class ZhongNewLabel(Scheme[ZhongParams]):
     """New label (Zhong 2020): training images + β·(secret Gaussian patterns), answered with a new class Δ."""
 
     name = "zhong-new-label"
-    Params: ClassVar[type[SchemeParams]] = ZhongParams
     extra_classes: ClassVar[int] = 1
     needs_calibration: ClassVar[bool] = False
     secret_params: ClassVar[tuple[str, ...]] = ("secret",)
@@ -318,7 +317,6 @@ class ZhongNewLabel(Scheme):
 
     def generate(self, data: ImageDataset, gen: torch.Generator) -> KeyMaterial:
         p = self.params
-        assert isinstance(p, ZhongParams)
         if self.secret is None:
             raise NnmarkError(f"{self.name}: no key secret was prepared before generating keys")
         n = min(len(data.train_x), max(PATTERNS * p.min_keys_per_pattern, round(p.alpha * len(data.train_x))))
@@ -335,14 +333,12 @@ class ZhongNewLabel(Scheme):
 
     def mixer(self, key: Key) -> NewLabelMixer:
         p = self.params
-        assert isinstance(p, ZhongParams)
         return NewLabelMixer(key.inputs, key.labels, p.keys_per_batch, p.decoys_per_batch, p.beta)
 
     def metrics(self, model: torch.nn.Module, key: Key) -> dict[str, Any]:
         """Δ rate on fresh keys (held-out test images under the owner's patterns, image i under
         ε_{i mod K}) and on controls (the same images, each under its own fresh random pattern)."""
         params = self.params
-        assert isinstance(params, ZhongParams)
         if self._held_out is None or self.secret is None:
             return {}
         from nnmark.oracle import TorchOracle

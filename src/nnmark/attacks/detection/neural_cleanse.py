@@ -84,18 +84,16 @@ def anomaly_index(norms: list[float]) -> float:
 
 
 @register_attack
-class NeuralCleanse(RemovalAttack):
+class NeuralCleanse(RemovalAttack[NeuralCleanseParams]):
     """Neural Cleanse (Wang 2019): reverse-engineer minimal triggers, flag anomaly index ≥ 2 (Li Table 5)."""
 
     name = "neural-cleanse"
-    Params = NeuralCleanseParams
     changes_model = False
 
     def run(
         self, model: torch.nn.Module, spec: ModelSpec, data: ImageDataset, config: TrainConfig, progress: bool
     ) -> torch.nn.Module:
         p = self.params
-        assert isinstance(p, NeuralCleanseParams)
         probe = copy.deepcopy(model).eval()
         for q in probe.parameters():
             q.requires_grad_(False)

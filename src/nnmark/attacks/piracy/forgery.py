@@ -133,12 +133,11 @@ def grind_scores(
 
 
 @register_attack
-class Forgery(ClaimAttack):
+class Forgery(ClaimAttack[ForgeryParams]):
     """Key forgery: a key made after the theft, signed by the attacker, fitted to the stolen model
     as far as the scheme lets the attacker choose anything (module docstring)."""
 
     name = "forgery"
-    Params = ForgeryParams
     changes_model = False  # the claim is a key for the stolen model as it is
 
     def make_claim(
@@ -154,7 +153,6 @@ class Forgery(ClaimAttack):
         from nnmark.schemes import SCHEMES
 
         p = self.params
-        assert isinstance(p, ForgeryParams)
         scheme = p.scheme
         if scheme == "auto":
             scheme = victim_keys[0].scheme if victim_keys else "label-change"
@@ -184,7 +182,6 @@ class Forgery(ClaimAttack):
         from nnmark.workflow import build_key, prepare_secret
 
         p = self.params
-        assert isinstance(p, ForgeryParams)
         classes = spec.num_classes
         first = scheme_cls(owner=attacker)
         entry, _ = prepare_secret(first, attacker, None)
@@ -244,7 +241,6 @@ class Forgery(ClaimAttack):
         from nnmark.workflow import build_key, prepare_secret
 
         p = self.params
-        assert isinstance(p, ForgeryParams)
         # protocol defaults: a key with another λ, n, T or number of probes gets no verdict
         scheme = NullEmbedding(owner=attacker)
         entry, _ = prepare_secret(scheme, attacker, None)

@@ -81,11 +81,10 @@ def _rates(model: torch.nn.Module, key: Key, probes: tuple[torch.Tensor, torch.T
 
 
 @register_attack
-class Piracy(ClaimAttack):
+class Piracy(ClaimAttack[PiracyParams]):
     """Piracy (Li 2019): embed the attacker's own null watermark into the stolen model (10 epochs)."""
 
     name = "piracy"
-    Params = PiracyParams
 
     def make_claim(
         self,
@@ -100,7 +99,6 @@ class Piracy(ClaimAttack):
         from nnmark.workflow import build_key, fingerprint, prepare_secret
 
         p = self.params
-        assert isinstance(p, PiracyParams)
         owner_keys = [k for k in victim_keys if k.scheme == SCHEME_NAME]
         lam = (
             p.lam

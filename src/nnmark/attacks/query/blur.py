@@ -22,15 +22,13 @@ class BlurParams(PreprocessParams):
     size: int = Field(5, ge=3, description="kernel size (odd)")
 
 
-class Blur(Preprocessed):
+class Blur(Preprocessed[BlurParams]):
     """Every query blurred with a Gaussian kernel (per channel, reflect padding)."""
 
     name = "blur"
-    Params = BlurParams
 
     def transform(self, x: Tensor) -> Tensor:
         p = self.params
-        assert isinstance(p, BlurParams)
         size = p.size | 1
         r = torch.arange(size, dtype=torch.float32) - size // 2
         g = torch.exp(-(r**2) / (2 * p.sigma**2))

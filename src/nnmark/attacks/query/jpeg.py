@@ -22,11 +22,10 @@ class JpegParams(PreprocessParams):
     quality: int = Field(75, ge=1, le=95, description="JPEG quality (Guo et al. 2018: 75)")
 
 
-class Jpeg(Preprocessed):
+class Jpeg(Preprocessed[JpegParams]):
     """Every query JPEG-encoded and decoded (8-bit, per image) before the model sees it."""
 
     name = "jpeg"
-    Params = JpegParams
 
     def transform(self, x: Tensor) -> Tensor:
         q = self.params.quality  # type: ignore[attr-defined]

@@ -19,15 +19,13 @@ class NoiseParams(PreprocessParams):
     std: float = Field(0.1, gt=0, description="noise standard deviation on the [0, 1] scale")
 
 
-class Noise(Preprocessed):
+class Noise(Preprocessed[NoiseParams]):
     """Every query plus Gaussian noise (then clipped to [0, 1] when ``clip``)."""
 
     name = "noise"
-    Params = NoiseParams
 
     def transform(self, x: Tensor) -> Tensor:
         p = self.params
-        assert isinstance(p, NoiseParams)
         noisy = x + p.std * torch.randn(x.shape, generator=self.gen)
         return noisy.clamp(0, 1) if p.clip else noisy
 

@@ -9,14 +9,14 @@ as in any image pipeline; a null-embedding key's ±λ pixels do not survive that
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from nnmark.oracle import Oracle
-from nnmark.registry import validate_params
+from nnmark.registry import TypedParams, validate_params
 
 
 class PreprocessParams(BaseModel):
@@ -25,16 +25,21 @@ class PreprocessParams(BaseModel):
     clip: bool = Field(True, description="clip inputs to [0, 1] first, as an image pipeline does")
 
 
-class Preprocessed(Oracle):
-    """``inner`` answering ``transform(x)`` instead of ``x``; queries are counted here and there."""
+PP = TypeVar("PP", bound=PreprocessParams)
+
+
+class Preprocessed(Oracle, TypedParams, Generic[PP]):
+    """``inner`` answering ``transform(x)`` instead of ``x``; queries are counted here and there.
+    Generic over the transform's parameters (``Preprocessed[BlurParams]``)."""
 
     name: ClassVar[str]
     Params: ClassVar[type[PreprocessParams]] = PreprocessParams
+    params: PP
 
     def __init__(self, inner: Oracle, *, seed: int = 0, budget: int | None = None, **params: Any) -> None:
         super().__init__(budget)
         self.inner = inner
-        self.params = validate_params(self.Params, params, f"defense {self.name}")
+        self.params = cast(PP, validate_params(self.Params, params, f"defense {self.name}"))
         self.gen = torch.Generator().manual_seed(seed)
         self.carries_any_value = getattr(inner, "carries_any_value", True)
 

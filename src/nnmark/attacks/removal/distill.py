@@ -95,11 +95,10 @@ def extract(
 
 
 @register_attack
-class Distill(RemovalAttack):
+class Distill(RemovalAttack[DistillParams]):
     """Model extraction (Li 2019 Sec. 8.3): a fresh model trained on the victim's answers, counted queries."""
 
     name = "distill"
-    Params = DistillParams
 
     def run(
         self, model: torch.nn.Module, spec: ModelSpec, data: ImageDataset, config: TrainConfig, progress: bool
@@ -107,7 +106,6 @@ class Distill(RemovalAttack):
         from nnmark.attacks.defenses import wrap_oracle
 
         p = self.params
-        assert isinstance(p, DistillParams)
         if p.source == "uniform":
             n = p.images or len(data.train_x)
             gen = torch.Generator().manual_seed(config.seed + 17)

@@ -72,17 +72,15 @@ def mean_activations(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> tor
 
 
 @register_attack
-class FinePrune(RemovalAttack):
+class FinePrune(RemovalAttack[FinePruneParams]):
     """Fine-pruning (Liu et al. 2018): drop dormant last-conv channels, then fine-tune."""
 
     name = "fine-prune"
-    Params = FinePruneParams
 
     def run(
         self, model: torch.nn.Module, spec: ModelSpec, data: ImageDataset, config: TrainConfig, progress: bool
     ) -> torch.nn.Module:
         p = self.params
-        assert isinstance(p, FinePruneParams)
         name, layer = pruned_layer(model)
         order = mean_activations(model, layer, data.train_x).argsort()
         start = evaluate(model, data.train_x, data.train_y)

@@ -104,17 +104,15 @@ class _FrozenBatchNorm:
 
 
 @register_attack
-class FineTune(RemovalAttack):
+class FineTune(RemovalAttack[FineTuneParams]):
     """Fine-tune on the attacker's data: FTLL / FTAL / RTLL / RTAL (Adi 2018), owner's optimiser (Li 2019)."""
 
     name = "finetune"
-    Params = FineTuneParams
 
     def run(
         self, model: torch.nn.Module, spec: ModelSpec, data: ImageDataset, config: TrainConfig, progress: bool
     ) -> torch.nn.Module:
         p = self.params
-        assert isinstance(p, FineTuneParams)
         cfg = attacker_config(config, p.optimizer, p.lr, p.batch_size, p.epochs)
         head = last_layer(model)
         if p.mode.startswith("rt"):

@@ -46,17 +46,15 @@ def neuron_prune(model: torch.nn.Module, rate: float) -> tuple[dict[str, torch.T
 
 
 @register_attack
-class NeuronPrune(RemovalAttack):
+class NeuronPrune(RemovalAttack[NeuronPruneParams]):
     """Ascending neuron pruning by incoming-weight norm (Li 2019 Fig. 6), optionally retrained."""
 
     name = "neuron-prune"
-    Params = NeuronPruneParams
 
     def run(
         self, model: torch.nn.Module, spec: ModelSpec, data: ImageDataset, config: TrainConfig, progress: bool
     ) -> torch.nn.Module:
         p = self.params
-        assert isinstance(p, NeuronPruneParams)
         masks, removed = neuron_prune(model, p.rate)
         self.report = {"rate": p.rate, "units_removed": removed, "retrain_epochs": p.epochs}
         if p.epochs:

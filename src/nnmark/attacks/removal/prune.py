@@ -127,17 +127,15 @@ def prune_and_retrain(
 
 
 @register_attack
-class Prune(RemovalAttack):
+class Prune(RemovalAttack[PruneParams]):
     """Magnitude pruning of q % of the weights, retrained 10 epochs (Namba 2019); sweep=true tunes q."""
 
     name = "prune"
-    Params = PruneParams
 
     def run(
         self, model: torch.nn.Module, spec: ModelSpec, data: ImageDataset, config: TrainConfig, progress: bool
     ) -> torch.nn.Module:
         p = self.params
-        assert isinstance(p, PruneParams)
         if not p.sweep:
             self.report = {"rate": p.rate, "retrain_epochs": p.epochs}
             return prune_and_retrain(model, data, config, p.rate, p.epochs, p.lr, progress)

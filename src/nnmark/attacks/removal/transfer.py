@@ -69,17 +69,15 @@ def train_layers(model: nn.Module, only: nn.Module | None, x: torch.Tensor, y: t
 
 
 @register_attack
-class Transfer(RemovalAttack):
+class Transfer(RemovalAttack[TransferParams]):
     """Transfer learning to the attacker's task, then the owner's recovery of its outputs (Li 2019 8.4)."""
 
     name = "transfer"
-    Params = TransferParams
 
     def run(
         self, model: torch.nn.Module, spec: ModelSpec, data: ImageDataset, config: TrainConfig, progress: bool
     ) -> torch.nn.Module:
         p = self.params
-        assert isinstance(p, TransferParams)
         n = len(data.train_x)
         if n < 10:
             raise NnmarkError(
