@@ -45,9 +45,7 @@ def ew_in_place(model: nn.Module, temperature: float) -> Iterator[nn.Module]:
         return
     with torch.no_grad():
         for _, module in ew_layers(model):
-            weight = module.weight
-            assert isinstance(weight, torch.Tensor)
-            weight.copy_(invert_ew(weight, temperature))
+            module.weight.copy_(invert_ew(module.weight, temperature))
     apply_ew(model, temperature)
     try:
         yield model

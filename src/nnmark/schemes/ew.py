@@ -54,12 +54,15 @@ class ExponentialWeighting(nn.Module):
         return f"T={self.temperature:g}"
 
 
-def ew_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+EwLayer = nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d
+
+
+def ew_layers(model: nn.Module) -> list[tuple[str, EwLayer]]:
     """The conv and dense layers EW applies to (``Conv1d/2d/3d`` and ``Linear``), by name."""
     return [
         (n, m)
         for n, m in model.named_modules()
-        if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d)
+        if isinstance(m, EwLayer)
     ]
 
 
@@ -107,9 +110,7 @@ def ew_stats(model: nn.Module, temperature: float) -> list[dict[str, Any]]:
     """
     rows = []
     for name, module in ew_layers(model):
-        weight = module.weight
-        assert isinstance(weight, torch.Tensor)
-        w = weight.detach().float().flatten()
+        w = module.weight.detach().float().flatten()
         a = w.abs()
         top = a.max()
         factor = torch.exp(temperature * (a - top))

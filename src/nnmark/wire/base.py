@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 from pydantic import BaseModel
@@ -91,7 +91,10 @@ class Reply:
     kind: str | None = None
 
 
-class WireProtocol(abc.ABC):
+RequestT = TypeVar("RequestT", bound=BaseModel)
+
+
+class WireProtocol(abc.ABC, Generic[RequestT]):
     """One prediction protocol: URLs, request and reply bodies, metadata (both directions)."""
 
     name: ClassVar[str]
@@ -136,7 +139,7 @@ class WireProtocol(abc.ABC):
     # -- server side ----------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def decode_request(self, body: BaseModel, enc: Encoding) -> np.ndarray:
+    def decode_request(self, body: RequestT, enc: Encoding) -> np.ndarray:
         """The batch of inputs in a (validated) request, as sent: numbers, batch first."""
 
     @abc.abstractmethod

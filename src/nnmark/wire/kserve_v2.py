@@ -65,7 +65,7 @@ class InferRequest(BaseModel):
     outputs: list[RequestedOutput] | None = None
 
 
-class KServeV2Protocol(WireProtocol):
+class KServeV2Protocol(WireProtocol[InferRequest]):
     name = "kserve-v2"
     default_layout = "nchw"
     url_hint = "http://HOST:8080/v2/models/NAME"
@@ -152,8 +152,7 @@ class KServeV2Protocol(WireProtocol):
 
     # server
 
-    def decode_request(self, body: BaseModel, enc: Encoding) -> np.ndarray:
-        assert isinstance(body, InferRequest)
+    def decode_request(self, body: InferRequest, enc: Encoding) -> np.ndarray:
         if len(body.inputs) != 1:
             raise WireError('the body must be {"inputs": [one {"name", "shape", "datatype", "data"}]}')
         tensor = body.inputs[0]

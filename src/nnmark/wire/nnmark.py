@@ -30,7 +30,7 @@ class PredictRequest(BaseModel):
     inputs: SkipValidation[list[list[list[list[float]]]]] = Field(description="N×C×H×W numbers")
 
 
-class NnmarkProtocol(WireProtocol):
+class NnmarkProtocol(WireProtocol[PredictRequest]):
     name = "nnmark"
     default_layout = "nchw"
     url_hint = "http://HOST:PORT"
@@ -77,8 +77,7 @@ class NnmarkProtocol(WireProtocol):
 
     # server
 
-    def decode_request(self, body: BaseModel, enc: Encoding) -> np.ndarray:
-        assert isinstance(body, PredictRequest)
+    def decode_request(self, body: PredictRequest, enc: Encoding) -> np.ndarray:
         return array(body.inputs, "inputs")
 
     def encode_reply(

@@ -45,7 +45,7 @@ class PredictRequest(BaseModel):
     inputs: Any = Field(default=None, description="the batch N×H×W×C, or {name: batch}")
 
 
-class TfServingProtocol(WireProtocol):
+class TfServingProtocol(WireProtocol[PredictRequest]):
     name = "tf-serving"
     default_layout = "nhwc"
     url_hint = "http://HOST:8501/v1/models/NAME"
@@ -123,8 +123,7 @@ class TfServingProtocol(WireProtocol):
 
     # server
 
-    def decode_request(self, body: BaseModel, enc: Encoding) -> np.ndarray:
-        assert isinstance(body, PredictRequest)
+    def decode_request(self, body: PredictRequest, enc: Encoding) -> np.ndarray:
         if body.instances is not None and body.inputs is not None:
             raise WireError('give "instances" or "inputs", not both')
         if body.instances is not None:

@@ -44,7 +44,8 @@ def following_batchnorm(model: nn.Module, name: str) -> nn.modules.batchnorm._Ba
 def zero_units(model: nn.Module, name: str, units: torch.Tensor) -> dict[str, torch.Tensor]:
     """Silence ``units`` of layer ``name``; returns {parameter name: mask} to keep them silent."""
     layer = dict(model.named_modules())[name]
-    assert isinstance(layer, nn.Conv2d | nn.Linear)
+    if not isinstance(layer, nn.Conv2d | nn.Linear):
+        raise TypeError(f"layer {name!r} is a {type(layer).__name__}, not a conv or dense layer")
     keep = torch.ones(layer.weight.shape[0])
     keep[units] = 0
     masks: dict[str, torch.Tensor] = {}
