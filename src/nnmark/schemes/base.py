@@ -1,10 +1,11 @@
 """What every watermarking scheme provides: key generation, how keys enter training, verification.
 
 A scheme is a class registered in :data:`nnmark.schemes.SCHEMES`, configured by a frozen pydantic
-model of parameters (unknown names are refused). Keys are generated from the key secret (see
-:mod:`nnmark.keysecret`: the OS's CSPRNG, bound to the owner's signature), given labels (possibly
-after calibration on clean models), mixed into training by a
-:class:`~nnmark.training.BatchMixer`, and verified through an :class:`~nnmark.oracle.Oracle`.
+model of parameters (unknown names are refused) that it names once, as its generic argument:
+``class Adi(Scheme[AdiParams])`` makes ``Adi.Params`` and the type of ``self.params`` ``AdiParams``.
+Keys are generated from the key secret (see :mod:`nnmark.keysecret`: the OS's CSPRNG, bound to the
+owner's signature), given labels (possibly after calibration on clean models), mixed into training
+by a :class:`~nnmark.training.BatchMixer`, and verified through an :class:`~nnmark.oracle.Oracle`.
 
 Verification follows the scheme's *protocol*: its name and ``protocol_version`` fix the test's
 parameters (``protocol_fixed`` names the parameters a key must leave at their defaults), and
