@@ -50,7 +50,8 @@ def watermarked(scheme: str, data: ImageDataset, out: Path) -> Setup:
         settings,
         data,
         "digit-cnn",
-        TrainConfig(epochs=2, seed=0),
+        # content keys carry 4 secret texts (10 keys each): 6 epochs to learn them all, noise keys 2
+        TrainConfig(epochs=6 if scheme == "zhang-content" else 2, seed=0),
         out,
         calibrate=0,
         key_seed=0,
@@ -123,9 +124,10 @@ def test_flags_keys_not_clean_queries_and_keeps_accuracy(setup: Setup, record_pr
     wm = key_accuracy(reference, key)
     wm_qm = key_accuracy(qm, key)
     wm_always = float((keys.scores_ae.argmax(1) == key.labels).float().mean())
-    # measured 1.0 -> 0.93 (key_seed 0; 0.925..0.975 with key seeds 1-5): the autoencoder
-    # reproduces the white "TEST" stamp, so the modified answer still carries the watermark (the
-    # paper's MNIST content rows: 0.99 / 0.96), unlike noise keys (next test)
+    # measured 1.0 -> 0.70 (key_seed 0; 0.725 with the autoencoder trained 40 or 100 epochs): the
+    # autoencoder reproduces most of the 4 secret texts, so the modified answer mostly keeps the
+    # watermark, unlike noise keys (next test: <= 0.3). With one white "TEST"-like stamp it kept 0.93
+    # (the paper's MNIST content rows: 0.99 / 0.96); random letters are harder to reconstruct
     record_property("watermark_accuracy", {"model": wm, "through_attack": wm_qm, "ae_always": wm_always})
     print(
         f"\nkeys flagged {key_rate:.2f}, clean flagged {clean_rate:.3f}, test acc {acc:.3f} -> {acc_qm:.3f}, "
@@ -133,7 +135,7 @@ def test_flags_keys_not_clean_queries_and_keeps_accuracy(setup: Setup, record_pr
     )
     assert wm >= 0.9
     # every key was answered with f(AE(x)) (flagged above), and that answer keeps the key label
-    assert wm_always >= 0.85 and wm_qm >= 0.85, (wm, wm_qm)
+    assert wm_always >= 0.6 and wm_qm >= 0.6, (wm, wm_qm)
 
 
 @pytest.mark.slow  # its own watermarked model and 5-fold thresholds: ~30 s on 2 busy cores
@@ -200,7 +202,9 @@ def test_save_and_load_give_the_same_answers(setup: Setup, tmp_path: Path) -> No
 def test_serve_autoencoder_defense_trains_once_then_reuses_its_cache(
     setup: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = {"epochs": 3}
+    # 3 epochs, but on batches of 16 at lr 1e-2: Table 5's batch 100 at 1e-3 makes 6 steps on the 150-image
+    # share, an autoencoder that reconstructs nothing and flags no key (measured)
+    settings = {"epochs": 3, "lr": 1e-2, "batch_size": 16}
     app = create_app(setup.run, defense="autoencoder", defense_settings=settings)
     cache = setup.run / DEFENSE_DIR / AUTOENCODER_FILE
     assert cache.is_file()
@@ -216,7 +220,7 @@ def test_serve_autoencoder_defense_trains_once_then_reuses_its_cache(
     reused = app2.state.served.guard
     assert (reused.tau_rec, reused.tau_jsd) == (guard.tau_rec, guard.tau_jsd)
     with pytest.raises(AssertionError, match="reused"):  # other settings: trained again
-        create_app(setup.run, defense="autoencoder", defense_settings={"epochs": 4})
+        create_app(setup.run, defense="autoencoder", defense_settings={**settings, "epochs": 4})
 
     x = torch.cat([setup.key.inputs[:20], setup.data.test_x[:20].float() / 255])
     expected = QueryModification.load(cache, setup.model).labels(x)
