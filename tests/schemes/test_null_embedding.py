@@ -763,3 +763,36 @@ def test_watermark_params_binds_the_message_to_the_key_secret():
     extra = watermark_params(owner, SHAPE, 10, 6, when=WHEN, binding=binding)
     assert f"| key secret: {binding}" in extra["message"]
     assert secret_binding(b"\x01" * 32) != secret_binding(b"\x02" * 32)
+
+
+def test_query_modification_erases_the_null_embedding(world, mnist5k):
+    """Namba 2019's query modification against Li 2019 (issue 9; measured in review on digit-cnn:
+    φ 91.5 / 100 % -> 11.5 / 0 %): the thief's autoencoder, fitted on 750 digits of its own (never the
+    owner's 2,000 training images), flags the stamped probes (pixels at ±λ) and answers them with
+    f(AE(x)), so the verdict that finds the owner's model directly finds nothing through the thief's
+    service, while ordinary digits are still answered (almost) as before. Measured here: φ 0.865 / 1.0
+    -> 0.075 / 0.0, "not found"."""
+    from nnmark.attacks.query import QueryModification
+
+    attacker = mnist5k.train_x[2000:2750]  # the world's model trained on train_x[:2000]
+    # fewer folds and epochs than Namba's Table 5 (10 folds, 400 epochs at 1e-3, batch 100), to stay fast
+    qm = QueryModification(world["model"], seed=0, folds=5, epochs=15, lr=1e-2, batch_size=64)
+    qm.fit(attacker, progress=False)
+    direct = verify(world["key"], TorchOracle(world["model"]), references=refs(world), judge=True)
+    through = verify(world["key"], qm, references=refs(world), judge=True)
+    print(
+        f"\nphi null/true direct {direct.evidence['phi_null']:.3f}/{direct.evidence['phi_true']:.3f}, "
+        f"through the attack {through.evidence['phi_null']:.3f}/{through.evidence['phi_true']:.3f}, "
+        f"flagged {qm.stats.flagged}/{qm.stats.queries}: {through.watermarked}"
+    )
+    assert direct.watermarked is True, direct.reason
+    assert through.watermarked is not True, through.reason
+    assert min(through.evidence["phi_null"], through.evidence["phi_true"]) < 0.5
+    # the verifier sends each probe plain, null-stamped and true-stamped: the 2 x 200 stamped ones are
+    # what the thief flags (measured 407 of 600 queries)
+    assert qm.stats.queries == through.queries == 3 * through.evidence["probes"]
+    assert qm.stats.flagged >= 0.9 * 2 * through.evidence["probes"]
+    digits, labels = mnist5k.test_x[:400].float() / 255, mnist5k.test_y[:400]
+    plain = float((TorchOracle(world["model"]).labels(digits) == labels).float().mean())
+    modified = float((qm.labels(digits) == labels).float().mean())
+    assert modified >= plain - 0.05
