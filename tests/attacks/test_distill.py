@@ -63,7 +63,8 @@ def test_distill_counts_queries_and_can_use_probabilities_and_noise(
         metrics = read_json(tmp_path / str(i) / "metrics.json", "metrics")
         assert metrics["queries"] == (50 if i == 0 else 64)
     metrics = read_json(tmp_path / "0" / "metrics.json", "metrics")
-    assert metrics["recipe"]["epochs"] == 6  # the owner's recorded epochs (attack_runs.content_run), Li's "same configuration"
+    # the owner's recorded epochs (attack_runs.content_run), Li's "same configuration"
+    assert metrics["recipe"]["epochs"] == 6
 
 
 def test_distill_through_a_defense(content_run: Path, owner_data: ImageDataset) -> None:
