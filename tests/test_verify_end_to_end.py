@@ -18,6 +18,8 @@ from nnmark.schemes.base import add_output_classes
 from nnmark.training import TrainConfig, evaluate, train
 from nnmark.workflow import embed_run, load_model, model_spec
 
+#: the clean models' epochs; the watermarked model trains one more: its keys carry 4 secret texts (15
+#: keys each), and 2 epochs gave 0.95-1.0 key accuracy over 6 random keys, 0.90 once in CI (3: 1.0 in 4)
 EPOCHS = 2
 
 
@@ -29,7 +31,7 @@ def watermarked(tmp_path_factory, small_mnist: ImageDataset):
         {"keys": 60, "keys_per_batch": 12},
         small_mnist,
         "digit-cnn",
-        TrainConfig(epochs=EPOCHS),
+        TrainConfig(epochs=EPOCHS + 1),
         out,
         calibrate=4,
         progress=False,
