@@ -204,7 +204,16 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: Veri
         "key inputs": number(len(material.inputs), material.inputs_source, material.how),
         "key labels": number(material.labels_how or material.labels_source, material.labels_source),
         **material.decided,
-        "query order": number("random", VERIFIER, "drawn by the verifier's CSPRNG"),
+        "query order": (
+            number(
+                "unspent keys first (the spend log), random within each group",
+                CLAIMANT,
+                "the spend log beside the key is an unsigned file: it chose which keys go first, so a "
+                "judge's run (--judge) ignores it",
+            )
+            if ctx.spend_orders(len(material.inputs))
+            else number("random", VERIFIER, "drawn by the verifier's CSPRNG")
+        ),
         "weak watermark ruled out by 'not found'": number(
             stats.weak_rate(chance.p0) if chance.p0 is not None else None,
             PROTOCOL,
