@@ -505,3 +505,4 @@ def test_a_forged_spend_log_never_orders_a_judges_queries(small_mnist, test):
     # an owner's own check may send unspent keys first, and the verdict says the log chose the order
     v = verify(key, TorchOracle(suspect), test=test, context=VerifyContext(spent=spent))
     assert v.decided_by["query order"]["source"] == "claimant", v.decided_by["query order"]
+    assert any("spend log" in note and "--judge" in note for note in v.notes), v.notes

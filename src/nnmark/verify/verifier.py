@@ -226,6 +226,12 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: Veri
             "p0 from the claimant's calibration: a judge should rerun with --judge --reference RUN... "
             "(clean models the judge names)",
         )
+    if ctx.spend_orders(len(material.inputs)):
+        notes += (
+            "the spend log beside the key (an unsigned file) chose which keys went first; an SPRT, the "
+            "threshold test or a budget decides on those, so a judge should rerun with --judge, which "
+            "ignores the log",
+        )
     if chance.p0 is None:
         return _no_verdict(key, test, ctx, oracle, chance.how, notes=notes, decided_by=decided)
     if ctx.judge and material.inputs_source == CLAIMANT:
