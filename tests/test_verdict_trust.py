@@ -478,3 +478,31 @@ def test_an_unknown_probe_dataset_is_an_error_even_where_no_probes_are_drawn(sma
     key = zhang_key(small_mnist, calibration=QUIET)
     with pytest.raises(NnmarkError, match="unknown dataset 'nosuch'"):
         verify(key, TorchOracle(answering(key)), probe_data="nosuch")
+
+
+@pytest.mark.parametrize("test", ["sprt", "threshold"])
+def test_a_forged_spend_log_never_orders_a_judges_queries(small_mnist, test):
+    """Hostile review 8: the spend log beside the key (``KEY.spent.jsonl``, unsigned, the claimant's
+    file) put "unspent" keys first even in a judge's run. A forger who queried an innocent suspect
+    marked every key it misses as spent: its 14 chance matches (of 100, p0 = 0.1) went first, and the
+    SPRT crossed its upper boundary after 7 of them (found, p = 9.5e-7, CLI exit 0, on a clean
+    digit model); under --test threshold 160 keys made the 40 sent all matches. A judge's run draws
+    the order alone."""
+    forger = generate_owner("Mallory")
+    n = 160 if test == "threshold" else 100
+    key = make_key("adi", small_mnist.train_x[:300], small_mnist.train_y[:300], C, owner=forger, keys=n)
+    lucky = set(range(0, n, 4)) if test == "threshold" else set(range(0, n, 7))  # what it answers by chance
+    answers = {
+        key.inputs[i].numpy().tobytes(): int(key.labels[i]) if i in lucky else (int(key.labels[i]) + 1) % C
+        for i in range(n)
+    }
+    suspect = Lookup(answers)
+    spent = frozenset(i for i in range(n) if i not in lucky)
+    for _ in range(3):
+        v = verify(key, TorchOracle(suspect), test=test, context=VerifyContext(judge=True, spent=spent))
+        assert v.watermarked is not True, v.reason
+        assert v.decided_by["query order"]["source"] == "verifier"
+    # an owner's own check may send unspent keys first, and the verdict says the log chose the order
+    v = verify(key, TorchOracle(suspect), test=test, context=VerifyContext(spent=spent))
+    assert v.decided_by["query order"]["source"] == "claimant", v.decided_by["query order"]
+    assert any("spend log" in note and "--judge" in note for note in v.notes), v.notes

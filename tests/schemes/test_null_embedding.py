@@ -494,6 +494,30 @@ def test_a_model_answering_y_w_to_stamps_without_the_null_component_is_not_found
         assert v.watermarked is not True and v.evidence["li_rule"] is False, v.reason
 
 
+class StampEraser(nn.Module):
+    """An innocent model that erases any ±λ stamp before classifying (a model robust to stamps, e.g.
+    a preprocessing step that zeroes out-of-range pixels): it keeps its labels under p *and* under
+    inv(p), so the null component passes Li's T while the true component stays at chance."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(torch.where(x.abs() > 1, torch.zeros_like(x), x))
+
+
+def test_a_model_that_ignores_every_stamp_is_not_found(world):
+    """Hostile review 8: the null component alone (φ_null > T, p ≤ alpha) must not make "found";
+    without this suspect no test failed when the true component was dropped from the rule."""
+    suspect = StampEraser(world["model"])
+    for test in ("binomial", "threshold"):
+        v = verify(world["key"], TorchOracle(suspect), test=test, references=refs(world), judge=True)
+        assert v.evidence["phi_null"] > 0.8 and v.p_value <= 1e-6, v.reason  # the null component passes
+        assert v.evidence["phi_true"] < 0.5 and v.watermarked is not True, v.reason
+        assert v.evidence["li_rule"] is False, v.reason
+
+
 def test_y_comes_from_the_suspect(world):
     """A suspect with 11 outputs: y_W = h1 mod 11 is derived for it; 'not found' may then rest on
     the null component only (the embedded y_W was h1 mod 10)."""

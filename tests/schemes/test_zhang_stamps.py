@@ -142,3 +142,15 @@ def test_a_key_with_one_stamp_gets_no_verdict(alice):
     forged = ground_key(texts, shared=1, keys=100, stamps=1)
     v = verify(forged, TorchOracle(StampReader(texts)), context=judge())
     assert v.watermarked is None and "stamps=1" in v.reason, v.reason
+
+
+def test_every_stamp_beating_the_controls_is_not_enough_without_the_pooled_keys_at_alpha(alice):
+    """Hostile review 8: dropping the pooled test (keys against the control bound at alpha) failed no
+    test. At alpha = 1e-60 each of Alice's stamps (25/25) beats the controls at STAMP_LEVEL, but her
+    100 keys together (p about 1e-54 against the control bound) do not reach alpha: no verdict."""
+    key, texts = alice
+    v = verify(key, TorchOracle(StampReader(texts)), alpha=1e-60, context=judge())
+    assert all(m == n for m, n in v.evidence["stamp_matches"]), v.evidence
+    pooled = float(v.decided_by["control keys"]["value"].split("p = ")[1].split(";")[0])
+    assert pooled > 1e-60
+    assert v.watermarked is None and v.p_value > v.alpha, v.reason

@@ -144,12 +144,21 @@ class VerifyContext:
 
     def permutation(self, n: int, spendable: bool = False) -> torch.Tensor:
         """A uniformly random order of ``n`` queries (the verifier's CSPRNG); for key inputs that can
-        be spent (``spendable``), the unspent ones first, each group in random order."""
+        be spent (``spendable``), in an owner's check only, the unspent ones first, each group in
+        random order (:meth:`spend_orders`)."""
         order = list(range(n))
         self.rng.shuffle(order)
-        if spendable and self.spent:
+        if spendable and self.spend_orders(n):
             order = [i for i in order if i not in self.spent] + [i for i in order if i in self.spent]
         return torch.tensor(order, dtype=torch.int64)
+
+    def spend_orders(self, n: int) -> bool:
+        """Whether the spend log (:mod:`nnmark.verify.spend`) orders ``n`` key inputs. It is an
+        unsigned file beside the key: whoever writes it chooses which keys an SPRT, the threshold
+        test's 40 or a budget see first, so after querying the suspect a forger lists every key it
+        misses as spent (hostile review 8: an innocent model found, p = 9.5e-7). A judge's run draws
+        the order alone; an owner's check uses the log, and the verdict names it as the claimant's."""
+        return not self.judge and 0 < sum(1 for i in self.spent if 0 <= i < n) < n
 
     def seed(self) -> int:
         """A fresh 63-bit seed from the verifier's CSPRNG (e.g. for control patterns)."""

@@ -9,7 +9,11 @@ later verifications send unspent key inputs first (:meth:`VerifyContext.permutat
 Schemes whose verifier draws fresh keys each time (Zhong's patterns on verifier-drawn probes, Li's
 null embedding) spend nothing.
 
-The log is the owner's bookkeeping, not evidence: nothing in it decides a verdict.
+The log is the owner's bookkeeping, not evidence. It is an unsigned file beside the key, so a
+judge's run (``--judge``) never lets it order the queries: whoever writes it chooses which keys an
+SPRT, the threshold test's 40 or a budget see first (hostile review 8: a forger who listed every key
+an innocent suspect misses as spent got "found"). In an owner's check it orders them, and the
+verdict names the order as the claimant's (:meth:`~nnmark.verify.context.VerifyContext.spend_orders`).
 """
 
 from __future__ import annotations

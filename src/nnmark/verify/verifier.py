@@ -204,7 +204,16 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: Veri
         "key inputs": number(len(material.inputs), material.inputs_source, material.how),
         "key labels": number(material.labels_how or material.labels_source, material.labels_source),
         **material.decided,
-        "query order": number("random", VERIFIER, "drawn by the verifier's CSPRNG"),
+        "query order": (
+            number(
+                "unspent keys first (the spend log), random within each group",
+                CLAIMANT,
+                "the spend log beside the key is an unsigned file: it chose which keys go first, so a "
+                "judge's run (--judge) ignores it",
+            )
+            if ctx.spend_orders(len(material.inputs))
+            else number("random", VERIFIER, "drawn by the verifier's CSPRNG")
+        ),
         "weak watermark ruled out by 'not found'": number(
             stats.weak_rate(chance.p0) if chance.p0 is not None else None,
             PROTOCOL,
@@ -216,6 +225,12 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: Veri
         notes += (
             "p0 from the claimant's calibration: a judge should rerun with --judge --reference RUN... "
             "(clean models the judge names)",
+        )
+    if ctx.spend_orders(len(material.inputs)):
+        notes += (
+            "the spend log beside the key (an unsigned file) chose which keys went first; an SPRT, the "
+            "threshold test or a budget decides on those, so a judge should rerun with --judge, which "
+            "ignores the log",
         )
     if chance.p0 is None:
         return _no_verdict(key, test, ctx, oracle, chance.how, notes=notes, decided_by=decided)
