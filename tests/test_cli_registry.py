@@ -216,3 +216,42 @@ def test_an_unknown_command_or_option_is_a_usage_error_without_click_installed(m
         with pytest.raises(SystemExit) as e:
             cli.main()
         assert e.value.code == 2
+
+
+def _choice_options() -> list[tuple[str, str, set[str]]]:
+    """(command, option, choices) of every option of the command line whose type is an enum."""
+    import typing
+    from enum import Enum
+
+    import typer
+
+    from nnmark import cli
+
+    group = typer.main.get_command(cli.app)
+    commands = list(group.commands.items())  # type: ignore[attr-defined]
+    for name, command in list(commands):
+        commands += [(f"{name} {n}", c) for n, c in getattr(command, "commands", {}).items()]
+    found = []
+    for name, command in commands:
+        for param in command.params:
+            annotation = param.type_descriptor.annotation
+            for enum in (annotation, *typing.get_args(annotation)):
+                if isinstance(enum, type) and issubclass(enum, Enum):
+                    found.append((name, str(param.name), {str(m.value) for m in enum}))
+    return found
+
+
+@pytest.mark.parametrize(
+    "name", [n for n, r in vars(choices).items() if isinstance(r, Registry) and n.isupper()]
+)
+def test_every_option_offering_a_registry_grows_with_it(name: str, registered: Any) -> None:
+    """Review of issue 12: an option whose choices equal a registry's names today but are written by
+    hand would pass the name comparisons above; registering a name must reach every such option."""
+    registry = getattr(choices, name)
+    before = set(registry.names())
+    offering = [(c, o) for c, o, names in _choice_options() if before in (names, names - {"auto"})]
+    registered(registry, "brand-new")
+    after = {(c, o): names for c, o, names in _choice_options()}
+    assert offering, name
+    for option in offering:
+        assert "brand-new" in after[option], f"{option} does not take its choices from {name}"

@@ -252,3 +252,21 @@ def test_ray_backend_without_ray_is_one_line_and_writes_nothing(
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert "pip install 'nnmark[ray]'" in lines[0], lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.yaml"]
+
+
+def test_reproduce_without_matplotlib_is_one_line_and_writes_nothing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Review 12: the figures need the plots extra; the library says so before running any cell
+    (a Python caller of run_reproduction too, not only the command line), naming the extra."""
+    from nnmark.experiments.reproduce import run_reproduction
+
+    monkeypatch.chdir(tmp_path)
+    block(monkeypatch, "matplotlib")
+    with pytest.raises(MissingExtraError, match=r"pip install 'nnmark\[plots\]'"):
+        run_reproduction("zhang2018", tmp_path / "lib", scale="tiny", workers=0, progress=False)
+    code, err = run_cli(monkeypatch, capsys, "reproduce", "zhang2018", "--scale", "tiny", "--out", "cli")
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "pip install 'nnmark[plots]'" in lines[0], lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

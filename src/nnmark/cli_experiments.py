@@ -103,9 +103,6 @@ def reproduce(
     nnmark reproduce zhang2018 --quick --out results/zhang2018
     """
     from nnmark.experiments.reproduce import run_reproduction
-    from nnmark.extras import require
-
-    require("plots", "matplotlib")  # the figures need it: say so before hours of cells, not after
 
     name = scale.value if scale is not None else ("quick" if quick else "cpu")
     written = run_reproduction(

@@ -38,8 +38,10 @@ def run_reproduction(
     """Run ``paper``'s cells (resuming from ``out/records``) and write ``out/PAPER.md``,
     ``out/PAPER.csv`` and its figures; returns the files written."""
     from nnmark.experiments.runner import check_backend, run_cells
+    from nnmark.extras import require
 
     check_backend(backend)  # a missing extra is one line before anything is written
+    require("plots", "matplotlib")  # the figures need it: say so before hours of cells, not after
     reps = reproductions()
     if paper not in reps:
         raise NnmarkError(f"unknown paper {paper!r}; use {', '.join(reps)}")

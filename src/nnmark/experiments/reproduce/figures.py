@@ -1,9 +1,12 @@
-"""PNG figures with matplotlib (imported lazily, Agg backend: no display needed)."""
+"""PNG figures with matplotlib (the plots extra, imported lazily through nnmark.extras.require, so a
+missing extra names itself; Agg backend: no display needed)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from nnmark.extras import require
 
 
 def line_plot(
@@ -15,8 +18,7 @@ def line_plot(
     reference: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
 ) -> Path:
     """One line per series (x, y); ``reference`` series (the paper's points) drawn dashed with markers."""
-    import matplotlib
-
+    matplotlib = require("plots", "matplotlib")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -43,8 +45,7 @@ def line_plot(
 
 def bar_plot(path: Path, title: str, ylabel: str, groups: dict[str, dict[str, float]]) -> Path:
     """Grouped bars: ``groups[group][bar] = height``."""
-    import matplotlib
-
+    matplotlib = require("plots", "matplotlib")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
