@@ -4,8 +4,11 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # the CPU build of torch is pinned here, where it is installed; the library's metadata only asks
-# for a range (torch>=2.2), and a bare `torch` would pull a multi-GB CUDA build
-TORCH := torch==2.13.0
+# for a range (torch>=2.5), and a bare `torch` would pull a multi-GB CUDA build. `+cpu` matches
+# only the CPU wheel: from pip's local wheels where PIP_FIND_LINKS names them (offline machines),
+# else from PyTorch's CPU index (TORCH_INDEX= overrides it)
+TORCH := torch==2.13.0+cpu
+TORCH_INDEX ?= $(if $(PIP_FIND_LINKS),,--extra-index-url https://download.pytorch.org/whl/cpu)
 CORE := $(VENV)/.core
 STAMP := $(VENV)/.installed
 
@@ -17,7 +20,7 @@ $(BIN)/python:
 # --no-compile: byte-compiling all of torch while installing costs more CPU (30 s of 2-core
 # time here) than Python compiling, on first import, the part nnmark uses (6 s)
 $(CORE): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q --no-compile $(TORCH)
+	$(BIN)/pip install -q --no-compile $(TORCH_INDEX) '$(TORCH)'
 	$(BIN)/pip install -q --no-compile -e .
 	touch $(CORE)
 

@@ -137,10 +137,14 @@ def test_a_registered_name_is_accepted_without_a_cli_edit(
 def test_registries_match_what_the_library_accepts() -> None:
     from nnmark.schemes import SCHEMES
 
+    offered: set[str] = set()
     for name in SCHEMES.names():
         scheme = SCHEMES.get(name)
         assert set(scheme.tests) <= set(choices.TESTS.names()), name
         assert scheme.default_test in scheme.tests
+        offered |= set(scheme.tests)
+    # and --test offers nothing that no scheme's protocol runs (review of issue 12: a stray name passed)
+    assert offered == set(choices.TESTS.names())
     pytest.importorskip("nnmark.http_oracle")
     serve = pytest.importorskip("nnmark.serve")
     from nnmark import wire

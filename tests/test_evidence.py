@@ -124,6 +124,35 @@ def test_verify_records_spent_keys_and_key_info_shows_the_balance(small_mnist, t
     assert info["spent"] == "0 of 40 keys unspent"
 
 
+def test_a_python_caller_verifies_a_key_file_as_the_cli_does(small_mnist, tmp_path):
+    """nnmark.verify_key_file (review of issue 12: covers and the spend log lived in the CLI only):
+    covers go out with the keys and are not counted, the keys sent are logged beside the key, and
+    an owner's second check sends the unspent keys first and is warned that none are left."""
+    import nnmark
+
+    key = make_key("adi", small_mnist.train_x[:300], small_mnist.train_y[:300], C, keys=80)
+    path = tmp_path / "watermark.key"
+    save_key(path, key)
+    suspect = TorchOracle(Answering(key))
+    first = nnmark.verify_key_file(
+        path, key, suspect, nnmark.VerifyContext(), suspect_name="a", test="threshold", cover_ratio=1.0,
+        cover_data="mnist5k",
+    )  # fmt: skip
+    kinds = [q.kind for q in first.oracle.log.records]
+    assert first.verdict.watermarked is True and kinds.count("key") == first.verdict.queries
+    assert kinds.count("cover") >= first.verdict.queries // 2  # covers sent, never counted as keys
+    sent = spent_indices(path, key)
+    assert len(sent) == first.verdict.queries == 40 and not first.warnings  # Zhang's 40 of the 80
+    ctx = nnmark.VerifyContext()
+    second = nnmark.verify_key_file(path, key, suspect, ctx, suspect_name="b", test="threshold")
+    assert set(ctx.sent_keys).isdisjoint(sent)  # the 40 unspent ones
+    assert balance(path, key).unspent == 0 and "embed a fresh key" in second.warnings[0]
+    untouched = tmp_path / "other.key"
+    save_key(untouched, key)
+    nnmark.verify_key_file(untouched, key, suspect, nnmark.VerifyContext(), suspect_name="c", spend_log=False)
+    assert spent_indices(untouched, key) == frozenset()
+
+
 def test_the_report_shows_suspect_queries_numbers_and_the_match_curve(small_mnist, tmp_path):
     key = _key(small_mnist)
     oracle = VerifierOracle(TorchOracle(Answering(key)), small_mnist.test_x[:100].float() / 255, 1.0)

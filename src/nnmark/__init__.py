@@ -2,7 +2,8 @@
 
 Python API (see DESIGN.md): ``load_model``, ``save_model``, ``load_key``, ``verify`` (with a
 ``VerifyContext`` for the verifier's own choices: ``judge``, reference models, trusted calibrations,
-probe data) and the oracles ``TorchOracle``, ``OnnxOracle``, ``HttpOracle``.
+probe data), ``verify_key_file`` (what ``nnmark verify`` runs: cover queries and the spent-key
+log beside the key) and the oracles ``TorchOracle``, ``OnnxOracle``, ``HttpOracle``.
 
 ``HttpOracle`` needs the ``serve`` extra and ``OnnxOracle`` the ``onnx`` extra
 (``pip install 'nnmark[serve,onnx]'``); both are imported only when first used, and a missing
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "verify": ("nnmark.verify.verifier", "verify"),
+    "verify_key_file": ("nnmark.verify.session", "verify_key_file"),
     "load_model": ("nnmark.workflow", "load_model"),
     "save_model": ("nnmark.workflow", "save_model"),
     "load_key": ("nnmark.keyfile", "load_key"),
@@ -46,12 +48,14 @@ __all__ = [
     "mix_keys",
     "save_model",
     "verify",
+    "verify_key_file",
 ]
 
 if TYPE_CHECKING:
     from nnmark.keyfile import load_key
     from nnmark.oracle import OnnxOracle, TorchOracle
     from nnmark.verify.context import VerifyContext
+    from nnmark.verify.session import verify_key_file
     from nnmark.verify.verifier import verify
     from nnmark.workflow import load_model, save_model
 

@@ -268,20 +268,6 @@ def import_cmd(
     out.print(f"imported {state_dict} as {model}{shown} -> {run}")
 
 
-def _oracle(
-    model: Path | None,
-    onnx: Path | None,
-    url: str | None,
-    protocol: str,
-    budget: int | None,
-    device: str,
-    input_type: str = "auto",
-) -> Any:
-    """Kept for callers of the older signature; ``nnmark.cli_remote.build_oracle`` does the work."""
-    remote = RemoteOptions(protocol=protocol, input_type=input_type)
-    return build_oracle(model, onnx, url, remote, budget, device)
-
-
 @app.command("verify")
 def verify_cmd(
     key: Annotated[Path, typer.Option(help="watermark.key (or the run folder holding it)")],
@@ -374,9 +360,7 @@ def verify_cmd(
     from nnmark.identity import load_public
     from nnmark.keyfile import load_key
     from nnmark.verify.owner import owner_checked_context
-    from nnmark.verify.queries import VerifierOracle, cover_images
-    from nnmark.verify.spend import balance, low_balance_warning, record_spent, spent_indices
-    from nnmark.verify.verifier import verify
+    from nnmark.verify.session import verify_key_file
 
     del seed  # nothing a verifier draws may be predictable
     _require_extras(onnx=onnx is not None, serve=url is not None)
@@ -405,29 +389,27 @@ def verify_cmd(
         batch_size=batch_size,
     )
     suspect = build_oracle(model, onnx, url, remote, None, device)
-    oracle = VerifierOracle(
+    session = verify_key_file(
+        key,
+        k,
         suspect,
-        cover_images(str(k.params.get("dataset") or ""), cover_data, data_dir, k.input_shape)
-        if cover_ratio > 0
-        else None,
-        cover_ratio,
-        ctx.rng,
+        ctx,
+        suspect_name=str(model or onnx or url),
+        alpha=alpha,
+        budget=budget,
+        test=test.value if test else None,
+        cover_ratio=cover_ratio,
+        cover_data=cover_data,
+        data_dir=data_dir,
+        spend_log=spend_log,
     )
-    if spend_log:
-        ctx.spent = spent_indices(key, k)
-    verdict = verify(k, oracle, alpha=alpha, budget=budget, test=test.value if test else None, context=ctx)
-    if spend_log and ctx.sent_keys:
-        try:
-            record_spent(key, k, str(model or onnx or url), ctx.sent_keys)
-            warning = low_balance_warning(balance(key, k), len(ctx.sent_keys))
-        except OSError as e:
-            warning = f"the spent-key log beside {key} could not be written ({e})"
-        if warning:
-            err.print(f"nnmark: warning: {warning}", markup=False)
+    verdict = session.verdict
+    for warning in session.warnings:
+        err.print(f"nnmark: warning: {warning}", markup=False)
     if report is not None:
         from nnmark.verify.report import describe_suspect, write_report
 
-        write_report(report, k, verdict, describe_suspect(model, onnx, url, suspect), oracle.log)
+        write_report(report, k, verdict, describe_suspect(model, onnx, url, suspect), session.oracle.log)
     if as_json:
         sys.stdout.write(json.dumps(verdict.to_json(), allow_nan=True, default=str) + "\n")
     else:
