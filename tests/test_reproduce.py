@@ -126,3 +126,23 @@ def test_results_page_puts_each_papers_discussion_above_its_tables(tmp_path: Pat
         and (tmp_path / "docs" / "results" / "zhang2018_fig6.png").is_file()
     )
     assert "## li2019\n\nNot run yet." in page  # a paper without a run says so
+
+
+def test_zhang_and_namba_compare_against_zhangs_own_recipe() -> None:
+    """The papers' Zhang baselines stamp 'TEST' and train no decoys; nnmark's defaults (4 secret texts,
+    8 decoys a batch) would be another method (issue 11: paper-faithful modes)."""
+    from nnmark.experiments.reproduce.base import SCALES, DataChoice
+    from nnmark.experiments.reproduce.namba2019 import Namba2019
+    from nnmark.experiments.reproduce.zhang2018 import Zhang2018
+
+    data = [DataChoice("mnist5k", None, "MNIST")]
+    for reproduction in (Zhang2018(), Namba2019()):
+        cells = [
+            c
+            for c in reproduction.cells(SCALES["tiny"], data)
+            if c.get("scheme") in ("zhang-content", "zhang-noise")
+        ]
+        assert {c["scheme"] for c in cells} == {"zhang-content", "zhang-noise"}, reproduction.paper
+        for c in cells:
+            assert c["params"]["decoys"] == 0
+            assert c["scheme"] == "zhang-noise" or c["params"]["text"] == "TEST"

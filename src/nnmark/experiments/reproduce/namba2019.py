@@ -18,9 +18,11 @@ from nnmark.experiments.reproduce.tables import Row, Table
 
 #: the paper's column -> (scheme, settings)
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
-    "[21]-content test/gray": ("zhang-content", {"target": 0}),
+    # Zhang's own recipe, as Namba compared against it: the 'TEST' stamp and no decoys (nnmark's
+    # defaults, 4 secret texts and 8 decoys a batch, make the keys specific to one owner)
+    "[21]-content test/gray": ("zhang-content", {"target": 0, "text": "TEST", "decoys": 0}),
     "[21]-unrelated": ("zhang-unrelated", {"target": 0}),
-    "[21]-noise": ("zhang-noise", {"target": 0}),
+    "[21]-noise": ("zhang-noise", {"target": 0, "decoys": 0}),
     "[12]-AFS": ("afs", {}),
     "[14]-DS": ("deepsigns-bb", {}),
     "proposal (label change + EW)": ("label-change", {"ew": 2.0}),
@@ -42,7 +44,8 @@ def fractions(scale: Scale) -> list[float]:
 
 CAPTION = (
     "nnmark's schemes on digit-cnn (the paper: ResNet-32 for CIFAR/GTSRB; its MNIST model is not stated). "
-    "[21] = Zhang's three (target 0; 'content' = nnmark's white 'TEST', the paper's test/gray), [12] = AFS, "
+    "[21] = Zhang's three (target 0; Zhang's recipe: 'content' = a white 'TEST' stamp, the paper's "
+    "test/gray, and no decoys), [12] = AFS, "
     "[14] = DeepSigns black-box. Query modification: nnmark's autoencoder (rule: rec. loss or JSD above "
     "the 95th "
     "percentile of held-out attacker images), trained on the attacker's share ({frac}). Pruning: the "
