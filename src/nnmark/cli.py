@@ -640,8 +640,10 @@ def serve(
     defense: Annotated[
         Defense,
         typer.Option(
-            help="reject: inputs far from the training images get a wrong label; autoencoder: inputs "
-            "an autoencoder flags as keys get f(AE(x)) (Namba 2019; trained once, cached in RUN/defense/)"
+            help="a query defense of `nnmark list attacks`, fitted on the run's training images: "
+            "autoencoder (Namba 2019 query modification, trained once, cached in RUN/defense/), rejection, "
+            "pixel-reject (wrong labels for inputs a detector flags), jpeg, blur, noise (every input "
+            "transformed)"
         ),
     ] = Defense("none"),
     output: Annotated[ServeOutput, typer.Option(help="what predictions carry")] = ServeOutput("logits"),
