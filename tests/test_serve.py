@@ -236,6 +236,28 @@ def test_an_unknown_defense_is_one_line_and_exit_2(
         create_app(run, "jpeg", defense_settings={"quality": 500})
 
 
+def test_cli_serve_passes_defense_settings(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`nnmark serve --defense jpeg --set quality=50` builds the registry's wrapper with that quality."""
+    from typer.testing import CliRunner
+
+    import nnmark.serve
+    from nnmark.cli import app as cli
+
+    built = {}
+
+    def fake_run_server(run_dir: Path, host: str, port: int, defense: str, **options: object) -> None:
+        options.pop("announce")
+        built["app"] = create_app(run_dir, defense, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(nnmark.serve, "run_server", fake_run_server)
+    args = ["serve", "--model", str(run), "--defense", "jpeg", "--set", "quality=50", "--port", "0"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert built["app"].state.served.defense.params.quality == 50
+    result = CliRunner().invoke(cli, [*args[:-4], "--set", "quality=500"])
+    assert result.exit_code != 0 and "quality" in str(result.exception)
+
+
 @pytest.fixture(scope="module")
 def watermarked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """(key file, a suspect that answers the key, a clean model): a tiny zhang-noise key calibrated on

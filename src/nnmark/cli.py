@@ -666,6 +666,17 @@ def serve(
     ] = ServeInputType("float32"),
     max_batch: Annotated[int, typer.Option(help="most inputs in one request (more: HTTP 413)")] = 1024,
     max_body_mb: Annotated[float, typer.Option(help="largest request body in MiB (larger: HTTP 413)")] = 32.0,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="name=value parameter of the defense (repeatable; `nnmark list attacks --verbose`), "
+            "e.g. --defense jpeg --set quality=50",
+        ),
+    ] = None,
+    defense_fraction: Annotated[
+        float, typer.Option(help="share of the training images the autoencoder detector trains on")
+    ] = 0.1,
     data_dir: DataDir = None,
     seed: Seed = 0,
 ) -> None:
@@ -676,6 +687,7 @@ def serve(
     """
     _require_extras(serve=True)
     from nnmark.serve import run_server
+    from nnmark.workflow import parse_settings
 
     shown = name or model.resolve().name
 
@@ -701,6 +713,8 @@ def serve(
         max_body_bytes=max(1, int(max_body_mb * 2**20)),
         data_dir=data_dir,
         seed=seed,
+        defense_fraction=defense_fraction,
+        defense_settings=parse_settings(settings),
         progress=True,
     )
 
