@@ -27,7 +27,8 @@ TESTS: Registry[str] = Registry("test")
 
 
 DEFENSES: Registry[str] = Registry("defense")
-"""Query defenses ``nnmark serve`` can put in front of a model."""
+"""Query defenses ``nnmark serve`` can put in front of a model: the names of
+:func:`nnmark.attacks.defenses.defenses`, read without importing torch (:func:`registered_defenses`)."""
 
 SERVE_OUTPUTS: Registry[str] = Registry("output")
 """What ``nnmark serve``'s predictions carry."""
@@ -65,11 +66,38 @@ for _name, _doc in (
     TESTS.register(_name)(_doc)
 
 
-for _name, _doc in (
-    ("none", "answer every query"),
-    ("reject", "inputs far from the training images get a wrong label"),
-    ("autoencoder", "inputs an autoencoder flags as keys get f(AE(x)) (Namba 2019)"),
-):
+def registered_defenses() -> list[tuple[str, str]]:
+    """(name, first docstring line) of every ``@register_defense("name")`` factory in a module under
+    ``nnmark/attacks/`` (the registry :func:`nnmark.attacks.defenses.defenses` fills on import),
+    read from the source without importing it: those modules import torch, which the command
+    line's ``--help`` must not. ``none`` comes first. ``tests/test_cli_registry.py`` checks that
+    this equals the imported registry, so a new defense file is offered with no other edit."""
+    import ast
+    from pathlib import Path
+
+    found = [("none", "answer every query")]
+    for path in sorted((Path(__file__).parent / "attacks").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if "register_defense(" not in text:
+            continue
+        for node in ast.walk(ast.parse(text)):
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            for deco in node.decorator_list:
+                if (
+                    isinstance(deco, ast.Call)
+                    and isinstance(deco.func, ast.Name)
+                    and deco.func.id == "register_defense"
+                    and deco.args
+                    and isinstance(deco.args[0], ast.Constant)
+                    and isinstance(deco.args[0].value, str)
+                ):
+                    doc = (ast.get_docstring(node) or deco.args[0].value).strip().splitlines()[0]
+                    found.append((deco.args[0].value, doc))
+    return found
+
+
+for _name, _doc in registered_defenses():
     DEFENSES.register(_name)(_doc)
 
 _OUTPUT_DOCS = {

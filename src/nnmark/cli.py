@@ -622,8 +622,10 @@ def serve(
     defense: Annotated[
         Defense,
         typer.Option(
-            help="reject: inputs far from the training images get a wrong label; autoencoder: inputs "
-            "an autoencoder flags as keys get f(AE(x)) (Namba 2019; trained once, cached in RUN/defense/)"
+            help="a query defense of `nnmark list attacks`, fitted on the run's training images: "
+            "autoencoder (Namba 2019 query modification, trained once, cached in RUN/defense/), rejection, "
+            "pixel-reject (wrong labels for inputs a detector flags), jpeg, blur, noise (every input "
+            "transformed)"
         ),
     ] = Defense("none"),
     output: Annotated[ServeOutput, typer.Option(help="what predictions carry")] = ServeOutput("logits"),
@@ -646,6 +648,17 @@ def serve(
     ] = ServeInputType("float32"),
     max_batch: Annotated[int, typer.Option(help="most inputs in one request (more: HTTP 413)")] = 1024,
     max_body_mb: Annotated[float, typer.Option(help="largest request body in MiB (larger: HTTP 413)")] = 32.0,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="name=value parameter of the defense (repeatable; `nnmark list attacks --verbose`), "
+            "e.g. --defense jpeg --set quality=50",
+        ),
+    ] = None,
+    defense_fraction: Annotated[
+        float, typer.Option(help="share of the training images the autoencoder detector trains on")
+    ] = 0.1,
     data_dir: DataDir = None,
     seed: Seed = 0,
 ) -> None:
@@ -656,6 +669,7 @@ def serve(
     """
     _require_extras(serve=True)
     from nnmark.serve import run_server
+    from nnmark.workflow import parse_settings
 
     shown = name or model.resolve().name
 
@@ -681,6 +695,8 @@ def serve(
         max_body_bytes=max(1, int(max_body_mb * 2**20)),
         data_dir=data_dir,
         seed=seed,
+        defense_fraction=defense_fraction,
+        defense_settings=parse_settings(settings),
         progress=True,
     )
 

@@ -209,7 +209,7 @@ def test_serve_autoencoder_defense_trains_once_then_reuses_its_cache(
     cache = setup.run / DEFENSE_DIR / AUTOENCODER_FILE
     assert cache.is_file()
     assert not list(cache.parent.glob(".*.tmp"))  # written atomically, nothing left behind
-    guard = app.state.served.guard
+    guard = app.state.served.defense
     assert isinstance(guard, QueryModification)
 
     def no_training(*args: object, **kwargs: object) -> None:
@@ -217,7 +217,7 @@ def test_serve_autoencoder_defense_trains_once_then_reuses_its_cache(
 
     monkeypatch.setattr(QueryModification, "fit", no_training)
     app2 = create_app(setup.run, defense="autoencoder", defense_settings=settings)
-    reused = app2.state.served.guard
+    reused = app2.state.served.defense
     assert (reused.tau_rec, reused.tau_jsd) == (guard.tau_rec, guard.tau_jsd)
     with pytest.raises(AssertionError, match="reused"):  # other settings: trained again
         create_app(setup.run, defense="autoencoder", defense_settings={**settings, "epochs": 4})

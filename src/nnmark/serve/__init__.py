@@ -28,7 +28,8 @@ TF-Serving and KServe endpoints take floats in [0, 1] too, unless ``input_scale=
 0–255) or ``input_dtype="uint8"`` (integer pixels, declared ``DT_UINT8`` / ``UINT8`` in the
 metadata), as many deployed image models do.
 
-Defenses (``none``, ``reject``, ``autoencoder``) are built in one place,
+Defenses are every name of :func:`nnmark.attacks.defenses.defenses` (``none``, ``autoencoder``,
+``rejection``, ``pixel-reject``, ``jpeg``, ``blur``, ``noise``, ...), built in one place,
 :func:`nnmark.serve.defenses.build_defense`; see that module.
 """
 
@@ -36,8 +37,6 @@ from nnmark.serve.app import MAX_BATCH, MAX_BODY_BYTES, create_app
 from nnmark.serve.defenses import (
     AUTOENCODER_FILE,
     DEFENSE_DIR,
-    DEFENSES,
-    PixelStatsDetector,
     autoencoder_defense,
     build_defense,
 )
@@ -47,12 +46,10 @@ from nnmark.wire.base import WireError as ApiError
 
 __all__ = [
     "AUTOENCODER_FILE",
-    "DEFENSES",
     "DEFENSE_DIR",
     "MAX_BATCH",
     "MAX_BODY_BYTES",
     "ApiError",
-    "PixelStatsDetector",
     "ServedModel",
     "autoencoder_defense",
     "bind",

@@ -44,8 +44,11 @@ def create_app(
     """A FastAPI app serving the model of ``run_dir`` (see :mod:`nnmark.serve`).
 
     Args:
-        defense: ``none``; ``reject`` (flagged out-of-distribution inputs get a wrong label); or
-            ``autoencoder`` (Namba 2019 query modification: flagged inputs get ``f(AE(x))``).
+        defense: a name of :func:`nnmark.attacks.defenses.defenses`: ``none``; ``autoencoder``
+            (Namba 2019 query modification: flagged inputs get ``f(AE(x))``); ``rejection`` (the
+            same detector, flagged inputs get a random label); ``pixel-reject`` (inputs far from
+            the training images by pixel statistics get a wrong label); ``jpeg``, ``blur``,
+            ``noise`` (every input transformed); see :mod:`nnmark.serve.defenses`.
         name: the model name in TF-Serving / KServe URLs (default: the run folder's name).
         output: what predictions carry: ``logits``, ``probabilities`` or ``labels`` (top-1 only).
         input_dtype: ``float32``, or ``uint8`` for TF-Serving / KServe endpoints taking 0–255 pixels.
@@ -55,9 +58,10 @@ def create_app(
         max_batch, max_body_bytes: the most inputs and bytes one request may carry (else 413).
         data_dir: where the training data is (the defenses need it).
         seed: seeds the defense (its image sample, the wrong labels, the autoencoder).
-        defense_fraction: share of the training set the autoencoder defense trains on.
-        defense_settings: parameters of the autoencoder defense (``nnmark list attacks --verbose``,
-            query-modification), e.g. ``{"epochs": 5}``.
+        defense_fraction: share of the training set the autoencoder detector trains on
+            (``autoencoder``, ``rejection``).
+        defense_settings: parameters of the defense (``nnmark list attacks --verbose``), e.g.
+            ``{"epochs": 5}`` for ``autoencoder``, ``{"quality": 50}`` for ``jpeg``.
         progress: show a progress bar (on a terminal) while the autoencoder trains.
     """
     if max_batch < 1 or max_body_bytes < 1:

@@ -21,6 +21,7 @@ class ServedModel:
     """The model, its description and its defense, shared by every protocol's endpoints.
 
     ``encodings`` says how each protocol's inputs travel (layout, scale, number type);
+    ``defense`` is the model behind the query defense (an oracle: :mod:`nnmark.serve.defenses`);
     ``answered`` and ``flagged`` count inputs answered and inputs the defense flagged.
     """
 
@@ -63,9 +64,7 @@ class ServedModel:
             settings=defense_settings,
             progress=progress,
         )
-        # kept for callers that look at the defense's parts
-        self.detector = self.defense.detector
-        self.guard = self.defense.guard
+        self.defense_name = defense
         #: what the endpoints call: concurrent requests share forward passes
         self.batcher = Batcher(self.predict, max_batch)
 
@@ -94,14 +93,19 @@ class ServedModel:
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for float32 N×C×H×W inputs in [0, 1], as the defense answers them."""
+        if len(x) == 0:
+            return torch.empty(0, self.spec.num_classes)
         with self.lock, torch.no_grad():
-            logits, flagged = self.defense.answer(x)
+            stats = getattr(self.defense, "stats", None)  # detecting defenses count what they flag
+            before = stats.flagged if stats is not None else 0
+            logits = self.defense.scores(x)
+            flagged = stats.flagged - before if stats is not None else 0
             self.answered += len(x)
             if flagged:
                 self.flagged += flagged
                 log.info(
                     "%s defense: flagged %d of %d inputs (%d of %d so far)",
-                    self.defense.name,
+                    self.defense_name,
                     flagged,
                     len(x),
                     self.flagged,

@@ -431,7 +431,9 @@ QUERY_ATTACKS.register(QueryModification.name)(QueryModification)
 def autoencoder_defense(
     inner: Oracle, images: Tensor | None = None, *, seed: int = 0, **settings: Any
 ) -> Oracle:
-    """Namba 2019's query modification over ``inner``, fitted on the service's own ``images``."""
+    """inputs an autoencoder flags as keys get f(AE(x)) (Namba 2019 query modification)
+
+    Namba 2019's query modification over ``inner``, fitted on the service's own ``images``."""
     if images is None:
         raise NnmarkError("query modification needs the service's own images to train its autoencoder")
     return QueryModification(inner, seed=seed, **settings).fit(images, progress=False)

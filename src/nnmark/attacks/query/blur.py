@@ -45,4 +45,5 @@ QUERY_ATTACKS.register(Blur.name)(Blur)
 
 @register_defense("blur")
 def blur(inner: Oracle, images: Tensor | None = None, *, seed: int = 0, **settings: Any) -> Oracle:
+    """every input Gaussian-blurred (sigma 1 pixel)"""
     return Blur(inner, seed=seed, **settings)

@@ -46,4 +46,5 @@ QUERY_ATTACKS.register(Jpeg.name)(Jpeg)
 
 @register_defense("jpeg")
 def jpeg(inner: Oracle, images: Tensor | None = None, *, seed: int = 0, **settings: Any) -> Oracle:
+    """every input JPEG-compressed and decoded (quality 75)"""
     return Jpeg(inner, seed=seed, **settings)

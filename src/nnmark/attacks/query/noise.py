@@ -35,4 +35,5 @@ QUERY_ATTACKS.register(Noise.name)(Noise)
 
 @register_defense("noise")
 def noise(inner: Oracle, images: Tensor | None = None, *, seed: int = 0, **settings: Any) -> Oracle:
+    """every input plus Gaussian noise (std 0.1)"""
     return Noise(inner, seed=seed, **settings)

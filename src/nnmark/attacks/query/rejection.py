@@ -65,7 +65,9 @@ QUERY_ATTACKS.register(QueryRejection.name)(QueryRejection)
 
 @register_defense("rejection")
 def rejection(inner: Oracle, images: Tensor | None = None, *, seed: int = 0, **settings: Any) -> Oracle:
-    """Query rejection with Namba's autoencoder detector fitted on ``images``."""
+    """inputs Namba's autoencoder detector flags get a random label
+
+    Query rejection with Namba's autoencoder detector fitted on ``images``."""
     if images is None:
         raise NnmarkError("query rejection needs the service's own images to learn ordinary queries")
     detector = QueryModification(inner, seed=seed, **settings).fit(images, progress=False)
