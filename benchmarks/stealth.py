@@ -11,7 +11,7 @@ the suspect never trained on (``verify --cover-ratio``'s covers: the dataset's t
 detectors, fitted exactly as ``nnmark serve --defense`` fits them on the run's training images
 (:func:`nnmark.serve.defenses.build_defense`, in process):
 
-* ``pixel-reject``: the pixel-statistics filter's score (mean squared per-pixel z-score);
+* ``reject``: the pixel-statistics filter's score (mean squared per-pixel z-score);
 * Namba 2019's autoencoder + JSD detector (``autoencoder`` / ``rejection``): the score
   ``max(loss_rec / τ_REC, JSD / τ_JSD)``, which exceeds 1 exactly when the paper's "both" rule
   flags the query.
@@ -142,7 +142,7 @@ def measure_scheme(scheme: str, args: argparse.Namespace, root: Path) -> dict[st
             seed=args.seed,
             settings=ae_settings if name in ("autoencoder", "rejection") else None,
         )
-        if name == "pixel-reject":
+        if name == "reject":
             det = defended.detector  # type: ignore[attr-defined]
             row["pixel_auc"] = auc(det.score(sent), det.score(negatives))
             row["pixel_flag"] = (
@@ -164,7 +164,7 @@ def measure_scheme(scheme: str, args: argparse.Namespace, root: Path) -> dict[st
 
 def table(rows: list[dict[str, Any]], names: list[str]) -> str:
     head = (
-        "| scheme | queries | wm acc | pixel-reject AUC | flagged keys / covers | Namba AE+JSD AUC "
+        "| scheme | queries | wm acc | reject AUC | flagged keys / covers | Namba AE+JSD AUC "
         "| flagged keys / covers | " + " | ".join(names) + " |"
     )
     lines = [head, "|" + "---|" * (7 + len(names))]

@@ -112,7 +112,7 @@ def test_pixel_reject_answers_flagged_queries_with_wrong_labels(run: Path, refer
 
     ordinary = load_dataset("mnist5k").test_x[:200].float() / 255
     noise = torch.rand(30, 1, 28, 28, generator=torch.Generator().manual_seed(3))
-    with serve_in_thread(create_app(run, defense="pixel-reject")) as base, HttpOracle(base) as oracle:
+    with serve_in_thread(create_app(run, defense="reject")) as base, HttpOracle(base) as oracle:
         assert (oracle.labels(ordinary) == reference.labels(ordinary)).float().mean() >= 0.95
         answered = oracle.labels(noise)
         assert (answered != reference.labels(noise)).all()  # every noise query flagged and misled

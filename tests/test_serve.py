@@ -180,7 +180,7 @@ def test_body_size_limit_is_413_before_parsing(server: str) -> None:
 
 
 def test_openapi_schema_documents_pydantic_bodies_and_hides_the_defense(run: Path) -> None:
-    app = create_app(run, "pixel-reject", name=NAME)
+    app = create_app(run, "reject", name=NAME)
     with serve_in_thread(app) as base:
         doc = httpx.get(f"{base}/openapi.json").json()
     bodies = doc["components"]["schemas"]
@@ -213,7 +213,7 @@ def test_every_registered_defense_is_served(run: Path, reference: TorchOracle, d
     if defense in ("none", "jpeg", "blur", "noise"):
         assert served.flagged == 0  # transforms flag nothing
     assert (labels == reference.labels(ordinary)).float().mean() >= 0.5, defense
-    if defense in ("pixel-reject", "rejection", "autoencoder"):
+    if defense in ("reject", "rejection", "autoencoder"):
         assert served.flagged == served.defense.stats.flagged > 0, defense  # uniform noise is flagged
 
 
@@ -229,8 +229,8 @@ def test_an_unknown_defense_is_one_line_and_exit_2(
         cli.main()
     assert e.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and "'jpg'" in lines[0] and "pixel-reject" in lines[0], lines
-    with pytest.raises(NnmarkError, match="unknown defense 'jpg'; choose one of .*pixel-reject"):
+    assert len(lines) == 1 and "'jpg'" in lines[0] and "reject" in lines[0], lines
+    with pytest.raises(NnmarkError, match="unknown defense 'jpg'; choose one of .*reject"):
         create_app(run, "jpg")
     with pytest.raises(NnmarkError, match="bad parameter for defense jpeg"):
         create_app(run, "jpeg", defense_settings={"quality": 500})

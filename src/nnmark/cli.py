@@ -624,7 +624,7 @@ def serve(
         typer.Option(
             help="a query defense of `nnmark list attacks`, fitted on the run's training images: "
             "autoencoder (Namba 2019 query modification, trained once, cached in RUN/defense/), rejection, "
-            "pixel-reject (wrong labels for inputs a detector flags), jpeg, blur, noise (every input "
+            "reject (wrong labels for inputs a detector flags), jpeg, blur, noise (every input "
             "transformed)"
         ),
     ] = Defense("none"),

@@ -29,7 +29,7 @@ TF-Serving and KServe endpoints take floats in [0, 1] too, unless ``input_scale=
 metadata), as many deployed image models do.
 
 Defenses are every name of :func:`nnmark.attacks.defenses.defenses` (``none``, ``autoencoder``,
-``rejection``, ``pixel-reject``, ``jpeg``, ``blur``, ``noise``, ...), built in one place,
+``rejection``, ``reject``, ``jpeg``, ``blur``, ``noise``, ...), built in one place,
 :func:`nnmark.serve.defenses.build_defense`; see that module.
 """
 

@@ -46,7 +46,7 @@ def create_app(
     Args:
         defense: a name of :func:`nnmark.attacks.defenses.defenses`: ``none``; ``autoencoder``
             (Namba 2019 query modification: flagged inputs get ``f(AE(x))``); ``rejection`` (the
-            same detector, flagged inputs get a random label); ``pixel-reject`` (inputs far from
+            same detector, flagged inputs get a random label); ``reject`` (inputs far from
             the training images by pixel statistics get a wrong label); ``jpeg``, ``blur``,
             ``noise`` (every input transformed); see :mod:`nnmark.serve.defenses`.
         name: the model name in TF-Serving / KServe URLs (default: the run folder's name).

@@ -14,7 +14,7 @@ spotted. No paper gives these numbers; they are nnmark's (``quantile`` 0.995, ``
 the [0, 1] scale, ``max_images`` 5,000): a filter a thief could write in ten lines.
 
 Unlike ``rejection`` (Namba's autoencoder + JSD detector, flagged queries get a random label), it
-needs no training: ``nnmark serve --defense pixel-reject`` starts at once.
+needs no training: ``nnmark serve --defense reject`` starts at once.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def mislead(x: Tensor, scores: Tensor, flagged: Tensor, secret: bytes) -> Tensor
 class PixelReject(Oracle):
     """Queries far from the service's images by pixel statistics get a wrong label (OOD rejection)."""
 
-    name: ClassVar[str] = "pixel-reject"
+    name: ClassVar[str] = "reject"
     Params: ClassVar[type[PixelRejectParams]] = PixelRejectParams
 
     def __init__(
@@ -108,7 +108,7 @@ class PixelReject(Oracle):
     def describe(cls) -> str:
         return (
             "Pixel-statistics query rejection: inputs far from the service's images get a wrong label "
-            "(oracle -> oracle: `nnmark serve --defense pixel-reject`)."
+            "(oracle -> oracle: `nnmark serve --defense reject`)."
         )
 
     @classmethod
@@ -128,7 +128,7 @@ class PixelReject(Oracle):
 QUERY_ATTACKS.register(PixelReject.name)(PixelReject)
 
 
-@register_defense("pixel-reject")
+@register_defense("reject")
 def pixel_reject(inner: Oracle, images: Tensor | None = None, *, seed: int = 0, **settings: Any) -> Oracle:
     """inputs far from the service's images by pixel statistics get a wrong label"""
     if images is None:
