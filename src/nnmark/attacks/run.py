@@ -182,9 +182,12 @@ def attack_run(
 
 
 def _verdict_summary(v: Verdict) -> dict[str, Any]:
+    p0 = v.decided_by.get("p0") or {}
     return {
         "watermarked": v.watermarked,
         "p_value": v.p_value,
+        "p0": p0.get("value", v.p0),
+        "p0_source": p0.get("source"),
         "matches": v.matches,
         "queries": v.queries,
         "threshold": v.threshold,

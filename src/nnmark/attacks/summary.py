@@ -31,6 +31,16 @@ def attack_lines(name: str, out_dir: str | Path, result: AttackResult) -> list[s
                     for k, v in claim.metrics[stage].items()
                 ]
                 lines.append(f"  {stage}: " + "; ".join(parts))
+        judged = claim.metrics.get("pirate_verdict")
+        if isinstance(judged, dict):  # piracy: the pirate's key as a judge decides it
+            for stage in ("before", "after"):
+                v = judged.get(stage)
+                if isinstance(v, dict):
+                    p0 = "" if v.get("p0") is None else f", p0 {v['p0']:.3g} from the {v.get('p0_source')}"
+                    lines.append(
+                        f"  pirate's verdict {stage} (judge): {v['verdict']} "
+                        f"(p-value {v.get('p_value', float('nan')):.3g}{p0})"
+                    )
     lines.append(
         f"{name}: test accuracy {result.victim_accuracy:.2%} -> {result.metrics['test_accuracy']:.2%}; "
         f"saved {out_dir}"
