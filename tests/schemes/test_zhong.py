@@ -250,15 +250,21 @@ def test_c_output_models_are_not_found_after_one_query(runs: dict[str, Path], da
 
 def test_other_owners_decoy_model_is_not_found(runs: dict[str, Path], data: ImageDataset) -> None:
     """Our watermarked model is "another owner's" model for keys with other secrets: it answers Δ to
-    neither their patterns nor the controls, and the test has power, so "not found" (not "no verdict")."""
+    their patterns about as rarely as to the controls, and the test has power, so mostly "not found".
+    Never "found"; an other secret whose patterns happen to draw Δ more often (CI: 5 of 24 owner keys,
+    key rate 0.21) may leave the test without power: "no verdict", which says why."""
     key = load_key(runs["ours"])
     model = load_model(runs["ours"])
+    verdicts = []
     for _ in range(5):
         other = _other_owner(key)
         for test in ("first-hit", "binomial"):
             v = _verify(other, model, data, test=test)
-            assert v.watermarked is False, (test, v.reason, v.evidence)
-            assert v.p_value > 1e-6 and v.queries == RANK_QUERIES
+            assert v.watermarked is not True and v.p_value > 1e-6, (test, v.reason, v.evidence)
+            assert v.watermarked is False or v.reason  # a "no verdict" says why
+            assert v.queries == RANK_QUERIES
+            verdicts.append(v.watermarked)
+    assert verdicts.count(False) >= 7, verdicts
 
 
 def test_innocent_paper_style_models_are_never_found(runs: dict[str, Path], data: ImageDataset) -> None:
