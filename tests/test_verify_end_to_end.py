@@ -50,6 +50,7 @@ def test_watermarked_model_is_found(watermarked, small_mnist):
     assert evaluate(model, small_mnist.test_x, small_mnist.test_y) > 0.85
 
 
+@pytest.mark.slow  # ten digit-cnn trainings, 26 s; benchmarks/false_claims.py audits 32 recipes at scale
 def test_ten_independent_clean_models_are_not_found(watermarked, small_mnist):
     key = load_key(watermarked.out / "watermark.key")
     spec = model_spec("digit-cnn", small_mnist)
