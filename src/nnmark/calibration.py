@@ -15,7 +15,7 @@ when the key's owner signed it and as the verifier's when a signer the verifier 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -56,14 +56,20 @@ def describe_config(c: TrainConfig) -> str:
 
 
 def train_reference_models(
-    data: ImageDataset, spec: ModelSpec, base: TrainConfig, count: int, progress: bool = True
+    data: ImageDataset,
+    spec: ModelSpec,
+    base: TrainConfig,
+    count: int,
+    progress: bool = True,
+    build: Callable[[], torch.nn.Module] | None = None,
 ) -> list[tuple[torch.nn.Module, str]]:
-    """Train ``count`` clean models of ``spec``'s architecture with varied recipes."""
+    """Train ``count`` clean models of ``spec``'s architecture with varied recipes (``build`` makes
+    each fresh model instead, after the recipe's seed is set: e.g. an unregistered architecture)."""
     models: list[tuple[torch.nn.Module, str]] = []
     for i in range(count):
         config = reference_config(base, i)
         torch.manual_seed(config.seed)
-        model = build_model(spec)
+        model = build() if build is not None else build_model(spec)
         train(
             model,
             data.train_x,

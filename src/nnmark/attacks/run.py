@@ -173,7 +173,7 @@ def attack_run(
             "victim_model_sha256": victim_sha,
             **{k: v for k, v in attack.report.items() if k != "queries"},
             **(claim.metrics if claim else {}),
-            "verdicts": [{"key": str(p), "scheme": k.scheme, **_verdict_summary(v)} for p, k, v in verdicts],
+            "verdicts": [{"key": str(p), "scheme": k.scheme, **verdict_summary(v)} for p, k, v in verdicts],
         }
         write_json(tmp / METRICS_FILE, metrics)
     if hashlib.sha256(victim_file.read_bytes()).hexdigest() != victim_sha:
@@ -181,7 +181,8 @@ def attack_run(
     return AttackResult(out, attacked, metrics, victim_accuracy, claim, verdicts)
 
 
-def _verdict_summary(v: Verdict) -> dict[str, Any]:
+def verdict_summary(v: Verdict) -> dict[str, Any]:
+    """A key's verdict as ``metrics.json`` records it: the outcome, its p-value, where p0 came from."""
     p0 = v.decided_by.get("p0") or {}
     return {
         "watermarked": v.watermarked,

@@ -9,6 +9,10 @@ if TYPE_CHECKING:
     from nnmark.attacks.run import AttackResult
 
 
+def verdict_word(watermarked: bool | None) -> str:
+    return {True: "found", False: "not found", None: "no verdict"}[watermarked]
+
+
 def _rates(value: Any) -> str:
     return ", ".join(f"{n} {r:.2%}" for n, r in value.items())
 
@@ -46,7 +50,7 @@ def attack_lines(name: str, out_dir: str | Path, result: AttackResult) -> list[s
         f"saved {out_dir}"
     )
     for kpath, k, v in result.verdicts:
-        state = {True: "found", False: "not found", None: "no verdict"}[v.watermarked]
+        state = verdict_word(v.watermarked)
         lines.append(f"  {kpath}: watermark {state} (p-value {v.p_value:.3g}, {v.matches}/{v.queries})")
         if v.watermarked is None or k.scheme == "li-null-embedding":
             lines.append(f"    {v.reason}")

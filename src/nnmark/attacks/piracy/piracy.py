@@ -129,23 +129,16 @@ def _rates(model: torch.nn.Module, key: Key, probes: tuple[torch.Tensor, torch.T
     return {"key_accuracy": scheme.watermark_accuracy(model, key)}
 
 
-def verdict_word(watermarked: bool | None) -> str:
-    return {True: "found", False: "not found", None: "no verdict"}[watermarked]
-
-
 def verdict_record(v: Verdict) -> dict[str, Any]:
-    """A verdict as ``metrics.json`` records it: the outcome, its p-value, and where p0 came from."""
-    p0 = v.decided_by.get("p0") or {}
+    """A verdict as ``metrics.json`` records it (:func:`~nnmark.attacks.run.verdict_summary`: the
+    outcome, its p-value and where p0 came from), with the outcome in words and its reason."""
+    from nnmark.attacks.run import verdict_summary
+    from nnmark.attacks.summary import verdict_word
+
     return {
         "verdict": "refused" if v.test == "refused" else verdict_word(v.watermarked),
-        "watermarked": v.watermarked,
-        "p_value": v.p_value,
-        "p0": p0.get("value", v.p0),
-        "p0_source": p0.get("source"),
-        "p0_how": p0.get("how"),
-        "matches": v.matches,
-        "queries": v.queries,
-        "test": v.test,
+        **verdict_summary(v),
+        "p0_how": (v.decided_by.get("p0") or {}).get("how"),
         "reason": v.reason,
     }
 
@@ -173,37 +166,24 @@ def pirate_verdict(
 
 
 def clean_models(
-    model: torch.nn.Module, data: ImageDataset, base: TrainConfig, count: int, progress: bool
+    model: torch.nn.Module, data: ImageDataset, spec: ModelSpec, base: TrainConfig, count: int, progress: bool
 ) -> list[tuple[torch.nn.Module, str]]:
     """``count`` clean models of ``model``'s architecture (a copy, every layer re-initialised), each
     trained on ``data`` (the attacker's own images) by one of the varied reference recipes of
-    :mod:`nnmark.calibration`: p0 of the pirate's key is measured on them."""
-    from nnmark.calibration import describe_config, reference_config
+    :func:`nnmark.calibration.train_reference_models`: p0 of the pirate's key is measured on them."""
+    from nnmark.calibration import train_reference_models
 
-    out = []
-    for i in range(count):
-        config = reference_config(base, i)
-        torch.manual_seed(config.seed)
+    def fresh_copy() -> torch.nn.Module:
         clean = copy.deepcopy(model).cpu()
         for module in clean.modules():
             reset = getattr(module, "reset_parameters", None)
             if callable(reset):
                 reset()
-        train(
-            clean,
-            data.train_x,
-            data.train_y,
-            config,
-            progress=progress,
-            description=f"piracy: clean reference {i + 1}/{count}",
-        )
-        out.append(
-            (
-                clean.cpu().eval(),
-                f"clean on the attacker's {len(data.train_x)} images, {describe_config(config)}",
-            )
-        )
-    return out
+        return clean
+
+    trained = train_reference_models(data, spec, base, count, progress, build=fresh_copy)
+    where = f"clean on the attacker's {len(data.train_x)} images"
+    return [(m, f"{where}, {how}") for m, how in trained]
 
 
 @register_attack
@@ -265,7 +245,7 @@ class Piracy(ClaimAttack[PiracyParams]):
         # clean models on the attacker's own images: p0 of the pirate's key (and a shared target's class)
         references: list[tuple[torch.nn.Module, str]] = []
         if scheme.needs_calibration and p.references:
-            references = clean_models(model, own, cfg, p.references, progress)
+            references = clean_models(model, own, spec, cfg, p.references, progress)
         ref_models = [m for m, _ in references]
         if material.labels is None and not ref_models and getattr(scheme.params, "target", "auto") == "auto":
             raise NnmarkError(
