@@ -488,7 +488,9 @@ def test_a_model_answering_y_w_to_stamps_without_the_null_component_is_not_found
     key = world["key"]
     suspect = StampSorter(world["clean"], key_wm(key))
     for test in ("binomial", "threshold"):
-        v = verify(key, TorchOracle(suspect), test=test, references=refs(world), judge=True)
+        # the verifier's probe draw seeded: the precondition below sat at the margin (CI: p = 3.8e-6)
+        ctx = VerifyContext(references=refs(world), judge=True, rng=random.Random(1))  # type: ignore[arg-type]
+        v = verify(key, TorchOracle(suspect), test=test, context=ctx)
         assert v.evidence["phi_true"] > 0.9 and 0.2 < v.evidence["phi_null"] < 0.6, v.reason
         assert v.p_value <= 1e-6  # the p-value and the true component alone would accuse it
         assert v.watermarked is not True and v.evidence["li_rule"] is False, v.reason
@@ -679,7 +681,8 @@ def test_a_made_up_calibration_in_a_forged_key_never_makes_found(world):
     )
     forged = parse_key(key_bytes(claim.key, mallory))
     assert forged.calibration is not None and forged.calibration.rates == FAKE_RATES
-    owner_mode = verify(forged, TorchOracle(clean))
+    # the verifier's probe draw seeded: the precondition below sat at the margin (CI: p = 3.7e-6)
+    owner_mode = verify(forged, TorchOracle(clean), context=VerifyContext(rng=random.Random(1)))  # type: ignore[arg-type]
     assert owner_mode.decided_by["p0"]["source"] == "claimant" and owner_mode.p0 < 0.05
     assert owner_mode.p_value <= 1e-6  # the made-up p0 alone would accuse the clean model ...
     assert owner_mode.watermarked is not True, owner_mode.reason  # ... Li's rule does not
