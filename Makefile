@@ -11,6 +11,7 @@ TORCH := torch==2.13.0+cpu
 TORCH_INDEX ?= $(if $(PIP_FIND_LINKS),,--extra-index-url https://download.pytorch.org/whl/cpu)
 CORE := $(VENV)/.core
 STAMP := $(VENV)/.installed
+TEST_WORKERS ?= 8
 
 .PHONY: setup setup-core demo test test-slow lint bench clean
 
@@ -45,7 +46,11 @@ test: $(STAMP)
 		|| (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1) \
 		|| echo "chromium not installed: the report rendering test will be skipped"
 	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/pytest
+	@# test files run on every core (pytest-xdist, one file to a worker, at most TEST_WORKERS);
+	@# schemathesis gives each API operation's fuzz test the same node id, and xdist would run
+	@# one of them: the fuzz file runs on its own afterwards
+	$(BIN)/pytest -n auto --maxprocesses $(TEST_WORKERS) --dist loadfile --ignore=tests/test_serve_fuzz.py
+	$(BIN)/pytest tests/test_serve_fuzz.py
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow

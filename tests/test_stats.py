@@ -182,3 +182,10 @@ def test_no_not_found_when_chance_itself_is_above_the_weak_rate():
     assert d.watermarked is None and "cannot say 'not found'" in d.why
     assert stats.decide_binomial(0, 100, 0.645, 1e-6).watermarked is None
     assert stats.decide_binomial(0, 100, 0.3, 1e-6).watermarked is False  # below it, power decides
+
+
+def test_auc_is_the_mann_whitney_share_with_ties_counting_half() -> None:
+    assert stats.auc([0.9, 0.8], [0.1, 0.2]) == 1.0 and stats.auc([0.1], [0.9]) == 0.0
+    assert stats.auc([0.5, 0.5], [0.5]) == 0.5  # ties: a coin toss
+    assert stats.auc([0.3, 0.7], [0.5, 0.1, 0.7]) == pytest.approx((0 + 1 + 0 + 1 + 1 + 0.5) / 6)
+    assert math.isnan(stats.auc([], [0.2]))

@@ -62,6 +62,7 @@ for _name, _doc in (
     ("first-hit", "Zhong 2020: queries until the first key match"),
     ("threshold", "Zhang 2018: a fixed share of 40 keys must match, and the binomial test"),
     ("sprt", "Wald's sequential test for an early 'found', else the binomial test"),
+    ("namba-auc", "the binomial test, with Namba 2019's AUC over |K'| = 5, 10, 20 (30 draws) beside it"),
 ):
     TESTS.register(_name)(_doc)
 

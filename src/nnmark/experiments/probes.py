@@ -16,6 +16,7 @@ from nnmark.oracle import TorchOracle
 from nnmark.schemes import SCHEMES
 from nnmark.training import TrainConfig, TrainResult, evaluate
 from nnmark.types import Key
+from nnmark.verify.stats import auc
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -129,14 +130,6 @@ def key_accuracy_draws(model: torch.nn.Module, key: Key, size: int, draws: int, 
     gen = torch.Generator().manual_seed(seed + 4242)
     idx = torch.randint(len(hit), (draws, size), generator=gen)
     return [float(v) for v in hit[idx].mean(1)]
-
-
-def auc(positive: list[float], negative: list[float]) -> float:
-    """Area under the ROC curve: P(a positive scores above a negative), ties count half (Mann–Whitney)."""
-    if not positive or not negative:
-        return float("nan")
-    wins = sum((p > n) + 0.5 * (p == n) for p in positive for n in negative)
-    return wins / (len(positive) * len(negative))
 
 
 def namba_auc(

@@ -118,7 +118,7 @@ class Scheme(Configurable, abc.ABC, Generic[SP]):
     shared_target: ClassVar[bool] = False
     #: classes the watermarked model gets beyond the task's (Zhong 2020's new label)
     extra_classes: ClassVar[int] = 0
-    tests: ClassVar[tuple[str, ...]] = ("binomial", "threshold", "sprt")
+    tests: ClassVar[tuple[str, ...]] = ("binomial", "threshold", "sprt", "namba-auc")
     default_test: ClassVar[str] = "binomial"
     #: the key material follows from the owner's signature over a message naming the owner (Li 2019),
     #: so a signed key cannot be made up afterwards by someone else

@@ -151,6 +151,16 @@ def decide_binomial(matches: int, n: int, p0: float, alpha: float) -> Decision:
     )
 
 
+def auc(positive: Sequence[float], negative: Sequence[float]) -> float:
+    """Area under the ROC curve: P(a positive scores above a negative), ties counting one half (the
+    Mann–Whitney statistic over the midranks); NaN when either side is empty."""
+    if not len(positive) or not len(negative):
+        return math.nan
+    ranks = stats.rankdata(np.concatenate([np.asarray(positive, float), np.asarray(negative, float)]))
+    n1, n2 = len(positive), len(negative)
+    return float((ranks[:n1].sum() - n1 * (n1 + 1) / 2) / (n1 * n2))
+
+
 def pattern_rank_p_value(owner: Sequence[int], controls: Sequence[int]) -> float:
     """Exact permutation p-value that the owner's patterns score higher than control patterns.
 

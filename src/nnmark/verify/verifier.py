@@ -13,7 +13,7 @@ import torch
 from nnmark import keysecret
 from nnmark.errors import KeyTamperedError, NnmarkError
 from nnmark.keyfile import check_signed_key
-from nnmark.oracle import Oracle
+from nnmark.oracle import Oracle, TorchOracle
 from nnmark.types import Key, Verdict
 from nnmark.verify import stats
 from nnmark.verify.context import CLAIMANT, PROTOCOL, VERIFIER, VerifyContext, guarantee, number
@@ -36,6 +36,10 @@ STAMP_LEVEL = 0.01
 #: give each of 4 stamps 25; a claimant who writes more keys into its key does not make a text that
 #: the suspect answers only a little more often than the controls pass (review of issue 8)
 STAMP_KEYS = 25
+#: Namba 2019 Sec. 3.2.1 / Fig. 2: sizes |K'| of the key subsets re-drawn (with replacement) and the
+#: draws of each, on the suspect and on a clean model
+NAMBA_SIZES = (5, 10, 20)
+NAMBA_DRAWS = 30
 
 
 def verify(
@@ -275,6 +279,9 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: Veri
             controls = None  # no room in the budget: a "found" is then refused for want of controls
         hit, control_rates = _ask_mixed(oracle, ctx, inputs[:n], labels[:n], controls)
         matches = int(hit.sum())
+        namba = _namba_auc(hit, inputs[:n], labels[:n], chance.p0, ctx) if test == "namba-auc" else None
+        if namba is not None:
+            decided["namba auc"] = namba[1]
         decision = stats.decide_binomial(matches, n, chance.p0, ctx.alpha)
         counted = (
             f"{matches}/{n} key answers match; a model never trained on the keys matches each with "
@@ -317,6 +324,7 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: Veri
                 "keys_sent": n,
                 "match_sequence": hit.int().tolist(),
                 **({"control_rates": control_rates} if control_rates is not None else {}),
+                **({"namba_auc": namba[0]} if namba is not None else {}),
             },
         )
     if scheme.shared_target and verdict.watermarked:
@@ -329,6 +337,52 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: Veri
         decided_by={**decided, **verdict.decided_by},
         guarantee=guarantee(ctx.alpha, chance),
     )
+
+
+def _namba_auc(
+    hit: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor, p0: float, ctx: VerifyContext
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Namba 2019 Sec. 3.2.1 (Fig. 2): for each |K'| in ``NAMBA_SIZES``, ``NAMBA_DRAWS`` subsets K'
+    drawn with replacement from the keys sent give the suspect's key accuracy and a clean model's;
+    the AUC of the two samples measures how well ``|K'|`` queries tell them apart. The clean model
+    is each of the verifier's ``--reference`` models in turn (drawn at random per K'), else a model
+    that matches each key with probability p0, the bound the verdict's binomial test uses.
+
+    Re-drawing the same keys gives no error rate (the 30 draws are not independent): the AUC is
+    Namba's measure of verification performance, reported beside the verdict; the verdict is the
+    binomial test on every key sent."""
+    gen = torch.Generator().manual_seed(ctx.seed())
+    clean = (
+        torch.stack([TorchOracle(m).labels(inputs) == labels for m, _ in ctx.references]).float()
+        if ctx.references
+        else None
+    )
+    rates: dict[str, float] = {}
+    for size in NAMBA_SIZES:
+        draws = (NAMBA_DRAWS, size)
+        suspect = hit.float()[torch.randint(len(hit), draws, generator=gen)].mean(1)
+        if clean is not None:
+            model = torch.randint(len(clean), (NAMBA_DRAWS, 1), generator=gen)
+            negative = clean[model, torch.randint(len(hit), draws, generator=gen)].mean(1)
+        else:
+            negative = (
+                torch.binomial(
+                    torch.full((NAMBA_DRAWS,), float(size)), torch.full((NAMBA_DRAWS,), p0), generator=gen
+                )
+                / size
+            )
+        rates[str(size)] = stats.auc(suspect.tolist(), negative.tolist())
+    against = (
+        f"the verifier's {len(clean)} reference model(s)"
+        if clean is not None
+        else f"a model matching at p0 = {p0:.3f}"
+    )
+    shown = ", ".join(f"|K'| = {k}: {v:.2f}" for k, v in rates.items())
+    how = (
+        f"Namba 2019 Sec. 3.2.1: AUC of key accuracy on {NAMBA_DRAWS} re-drawn subsets K' of the keys sent, "
+        f"suspect against {against}; a measure, not the verdict's test (the draws share keys)"
+    )
+    return rates, number(shown, VERIFIER if clean is not None else PROTOCOL, how)
 
 
 def _control_sets(scheme: Scheme, key: Key, ctx: VerifyContext) -> torch.Tensor | None:
