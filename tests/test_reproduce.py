@@ -81,6 +81,12 @@ def test_reproduce_namba2019_tiny(tmp_path: Path) -> None:
     acc = find(table, table="Table 3", row="no watermark", column="MNIST / no inv.")
     assert acc["paper_value"] == "99.6"
     check_diff(acc)
+    # Fig. 2 under query modification: the suspect's answers through the defense, beside the paper's
+    queried = [r for r in table if r["table"] == "Fig. 2" and r["row"].endswith("/ query modification")]
+    assert queried and all(r["ours_mean"] for r in queried)
+    proposal = [r for r in queried if "proposal" in r["row"] and r["column"] == "|K′| = 20"]
+    assert proposal and proposal[0]["paper_value"]
+    assert (tmp_path / "namba2019_fig2_query_mnist5k.png").is_file()
 
 
 def test_reproduce_zhang2018_tiny_from_the_cli_and_resumed(tmp_path: Path) -> None:

@@ -307,6 +307,8 @@ def watermark_task(raw: Cell) -> dict[str, Any]:
                         "flagged": float(seen.flagged.float().mean()),
                     }
                     m_out["watermark_accuracy"] = float((qm.labels(key.inputs) == key.labels).float().mean())
+                    if clean_ref is not None:  # Namba Fig. 2: the suspect's answers through the defense
+                        m_out["auc"] = probes.namba_auc(qm, clean_ref, key, c.seed)
                     if c.verify:
                         verdicts[label] = judge(key, qm, i + 1)
             else:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from nnmark.data.base import ImageDataset
-from nnmark.oracle import TorchOracle
+from nnmark.oracle import Oracle, TorchOracle
 from nnmark.schemes import SCHEMES
 from nnmark.training import TrainConfig, TrainResult, evaluate
 from nnmark.types import Key
@@ -124,16 +124,20 @@ def zhong_fresh_key_accuracy(key: Key, model: torch.nn.Module, data: ImageDatase
     return float((TorchOracle(model.cpu()).labels(keys) == new_label(key)).float().mean())
 
 
-def key_accuracy_draws(model: torch.nn.Module, key: Key, size: int, draws: int, seed: int) -> list[float]:
-    """Accuracy of ``model`` on ``draws`` bootstrap draws K' (with replacement) of ``size`` keys."""
-    hit = (TorchOracle(model.cpu()).labels(key.inputs) == key.labels).float()
+def key_accuracy_draws(
+    model: torch.nn.Module | Oracle, key: Key, size: int, draws: int, seed: int
+) -> list[float]:
+    """Accuracy of ``model`` (or of the answers of an oracle, e.g. a query-modification defense in
+    front of it) on ``draws`` bootstrap draws K' (with replacement) of ``size`` keys."""
+    oracle = TorchOracle(model.cpu()) if isinstance(model, torch.nn.Module) else model
+    hit = (oracle.labels(key.inputs) == key.labels).float()
     gen = torch.Generator().manual_seed(seed + 4242)
     idx = torch.randint(len(hit), (draws, size), generator=gen)
     return [float(v) for v in hit[idx].mean(1)]
 
 
 def namba_auc(
-    marked: torch.nn.Module,
+    marked: torch.nn.Module | Oracle,
     clean: torch.nn.Module,
     key: Key,
     seed: int,
