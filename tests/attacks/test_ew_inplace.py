@@ -6,6 +6,7 @@ through EW layers with it, returns an ordinary (folded) module and leaves the vi
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,23 @@ def test_rt_modes_reinitialise_an_ew_head(label_change_run: Path, owner_data: Im
         assert parametrize.is_parametrized(head, "weight")  # still an EW layer, over a new θ
     corr = torch.corrcoef(torch.stack([old.flatten(), head.weight.detach().flatten()]))[0, 1]
     assert abs(float(corr)) < 0.2
+
+
+@pytest.mark.parametrize("name", sorted(EW_ATTACKS))
+def test_attack_run_on_an_ew_run_leaves_the_victim_and_writes_an_ordinary_run(
+    name: str, ew_run: Path, owner_data: ImageDataset, tmp_path: Path
+) -> None:
+    def digest() -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(ew_run.iterdir())}
+
+    before = digest()
+    m = attack_run(
+        name, ew_run, tmp_path / "out", owner_data, TrainConfig(seed=0), settings=EW_ATTACKS[name],
+        progress=False,
+    ).metrics  # fmt: skip
+    assert digest() == before  # the victim's folder, byte for byte
+    assert m["ew"] == 2.0  # the victim's own EW layers, by default
+    assert set(load_model(tmp_path / "out").state_dict()) == set(load_model(ew_run).state_dict())
 
 
 def test_attack_run_defaults_ew_to_the_victims_temperature(
