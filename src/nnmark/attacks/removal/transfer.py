@@ -18,7 +18,7 @@ the student's accuracy as ``student_accuracy``).
 ``ew`` (:class:`nnmark.attacks.base.EwParams`; default: the victim run's EW temperature): the
 student is fine-tuned with the stolen model's EW layers in place, as Namba's thief would retrain
 f_K (Sec. 5.2); the new output layers are ordinary ones (the thief's and the owner's own), so
-with ``layers=last`` EW changes nothing.
+with ``layers=last`` EW changes nothing but float rounding.
 """
 
 from __future__ import annotations
