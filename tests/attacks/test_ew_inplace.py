@@ -21,7 +21,8 @@ from nnmark.attacks.base import EwParams
 from nnmark.attacks.data import attacker_data
 from nnmark.attacks.ew_inplace import ew_in_place, reset_layer
 from nnmark.attacks.removal.finetune import last_layer
-from nnmark.attacks.run import attack_run
+from nnmark.attacks.run import AttackResult, attack_run
+from nnmark.attacks.summary import attack_lines
 from nnmark.data.base import ImageDataset
 from nnmark.io import load_spec
 from nnmark.models import build_model
@@ -145,14 +146,19 @@ def test_attack_run_on_an_ew_run_leaves_the_victim_and_writes_an_ordinary_run(
 def test_attack_run_defaults_ew_to_the_victims_temperature(
     ew_run: Path, label_change_run: Path, owner_data: ImageDataset, tmp_path: Path
 ) -> None:
+    results: dict[str, AttackResult] = {}
+
     def run(victim: Path, out: str, **settings: Any) -> dict[str, Any]:
-        return attack_run(
+        results[out] = attack_run(
             "prune", victim, tmp_path / out, owner_data, TrainConfig(seed=0),
             settings={"rate": 0.5, "epochs": 0, **settings}, attacker_fraction=0.05, progress=False,
-        ).metrics  # fmt: skip
+        )  # fmt: skip
+        return results[out].metrics
 
     m = run(ew_run, "ew")
     assert m["settings"]["ew"] == 2.0 and m["ew"] == 2.0 and "watermark.key" in m["ew_source"]
+    assert any("EW layers at T=2" in line for line in attack_lines("prune", tmp_path / "ew", results["ew"]))
     assert run(tmp_path / "ew", "again")["settings"]["ew"] == 2.0  # an attacked run keeps its T
     assert run(ew_run, "plain", ew=0)["ew"] == 0.0  # --set ew=0: the folded weights
     assert run(label_change_run, "no-ew")["ew"] == 0.0  # embedded without EW
+    assert not any("EW layers" in line for line in attack_lines("prune", tmp_path / "x", results["no-ew"]))
