@@ -41,7 +41,10 @@ def invert_ew(w: torch.Tensor, temperature: float) -> torch.Tensor:
     if m == 0.0:
         return w.detach().clone()
     if temperature * m > 700:
-        raise NnmarkError(f"EW temperature {temperature} is too large to invert for weights up to {m:.3g}")
+        raise NnmarkError(
+            f"EW temperature {temperature} is too large to invert for weights up to {m:.3g}; "
+            "attack the folded weights with --set ew=0"
+        )
     t = np.real(lambertw(temperature * a * np.exp(temperature * m))) / temperature
     return torch.from_numpy(t).to(w.dtype).mul(w.detach().sign().cpu()).to(w.device)
 
