@@ -495,7 +495,10 @@ def attack(
     The victim folder is never changed; the new folder's metrics.json records accuracy before and
     after, seconds, queries used, the attacker's data and the verdict of every --key.
     piracy and forgery also write the attacker's key (watermark.key, signed by the attacker) and,
-    without --owner, the attacker's attacker.pub into the folder.
+    without --owner, the attacker's attacker.pub into the folder. Attacks that change the weights
+    (finetune, prune, fine-prune, neuron-prune, transfer) run through the victim's exponential-
+    weighting layers when it was embedded with --set ew=T (Namba's thief); --set ew=0 attacks the
+    folded weights.
 
     Example: nnmark attack finetune --model runs/wm --data mnist5k --out runs/wm-ft --set epochs=3
     """

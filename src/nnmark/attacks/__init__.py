@@ -11,7 +11,15 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from nnmark.attacks.base import ATTACKS, Claim, ClaimAttack, RemovalAttack, attacker_share, register_attack
+from nnmark.attacks.base import (
+    ATTACKS,
+    Claim,
+    ClaimAttack,
+    EwParams,
+    RemovalAttack,
+    attacker_share,
+    register_attack,
+)
 
 
 def discover() -> None:
@@ -26,6 +34,7 @@ __all__ = [
     "ATTACKS",
     "Claim",
     "ClaimAttack",
+    "EwParams",
     "RemovalAttack",
     "attacker_share",
     "discover",

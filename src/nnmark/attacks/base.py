@@ -1,8 +1,10 @@
 """Attacks a thief runs to remove or evade a watermark.
 
 Removal attacks (``attacks/removal``) take a model and the attacker's data and return a new
-model; the victim module is never modified in place. Claim attacks (``attacks/piracy``) also
-produce a key signed with the attacker's identity: an ownership claim of their own.
+model; the victim module is never modified in place. Those whose parameters derive from
+:class:`EwParams` attack the model with its exponential-weighting layers in place (``ew``).
+Claim attacks (``attacks/piracy``) also produce a key signed with the attacker's identity: an
+ownership claim of their own.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+from torch.nn.utils.parametrize import is_parametrized
 
+from nnmark.attacks.ew_inplace import ew_in_place
 from nnmark.data.base import ImageDataset
 from nnmark.errors import NnmarkError
 from nnmark.identity import OwnerKey, generate_owner
@@ -26,6 +30,32 @@ from nnmark.types import Key, ModelSpec, Owner
 
 class AttackParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EwParams(AttackParams):
+    """Parameters of an attack that changes the stolen model's weights, and so can do it through the
+    model's exponential-weighting layers (Namba 2019 Sec. 5.2, Eq. 11).
+
+    Namba's owner distributes f_K, whose conv/dense layers compute EW(θ, T); the thief prunes and
+    retrains *that* model. nnmark stores the folded weights EW(θ, T); with ``ew`` = T the attack
+    runs on the model with EW layers put back over the exactly recovered θ
+    (:mod:`nnmark.attacks.ew_inplace`) and the result is folded again. Magnitude pruning picks the
+    same weights either way (EW is monotone in |θ| within a layer, and EW(θ)_i = 0 iff θ_i = 0);
+    retraining does not: gradients pass through EW (Eq. 13), so small θ barely move and the large
+    ones carry the update. Neuron pruning ranks units by Σ|θ| then, the thief's parameters.
+
+    Default (``None``): ``nnmark attack`` uses the temperature the victim run was embedded with
+    (its key's ``ew``; :func:`nnmark.attacks.ew_inplace.run_ew_temperature`), because that is the
+    model Namba's thief holds; 0 for a run without EW. ``ew=0`` attacks the folded weights as
+    plain layers. Called on a module directly (no run folder), ``None`` means 0.
+    """
+
+    ew: float | None = Field(
+        None,
+        ge=0.0,
+        description="attack through EW layers at this temperature (Namba's f_K); "
+        "default: the victim run's own EW temperature, 0 = plain layers",
+    )
 
 
 AP = TypeVar("AP", bound=AttackParams)
@@ -64,7 +94,18 @@ class RemovalAttack(Configurable, abc.ABC, Generic[AP]):
     ) -> torch.nn.Module:
         self.report = {}
         victim = copy.deepcopy(model).cpu()
-        return self.run(victim, spec, data, config, progress)
+        if not isinstance(self.params, EwParams):
+            return self.run(victim, spec, data, config, progress)
+        temperature = float(self.params.ew or 0.0)
+        with ew_in_place(victim, temperature):  # T = 0: plain layers, no change
+            attacked = self.run(victim, spec, data, config, progress)
+            if attacked is not victim and any(is_parametrized(m) for m in attacked.modules()):
+                # a deep copy of the EW model: it shares its parametrised classes with ``victim``
+                # (torch.nn.utils.parametrize), so folding one breaks the other; take its values
+                victim.load_state_dict(attacked.state_dict())
+                attacked = victim
+        self.report["ew"] = temperature
+        return attacked
 
     @abc.abstractmethod
     def run(

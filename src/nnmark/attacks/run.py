@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from nnmark.attacks.base import ATTACKS, Claim, ClaimAttack
+from nnmark.attacks.base import ATTACKS, Claim, ClaimAttack, EwParams
+from nnmark.attacks.ew_inplace import run_ew_temperature
 from nnmark.data.base import ImageDataset
 from nnmark.errors import NnmarkError
 from nnmark.training import TrainConfig
@@ -63,6 +64,12 @@ def attack_run(
     ``settings`` names them. ``metrics.json`` records the attacker's cost (accuracy before and
     after, seconds, queries used), the attacker's data, and every verdict.
 
+    Attacks that change the stolen model's weights (:class:`nnmark.attacks.base.EwParams`: prune,
+    fine-prune, neuron-prune, finetune, transfer) run with the model's exponential-weighting layers
+    in place at the temperature the victim was embedded with (its key's ``ew``: the f_K Namba's
+    thief holds, Sec. 5.2), unless ``settings`` gives ``ew`` (``ew=0``: the folded weights as plain
+    layers); ``metrics.json`` records ``ew`` and ``ew_source``.
+
     ``owner``: the attacker's ``STEM.key`` for claim attacks (default: a new identity, whose public
     key is written to ``out/attacker.pub``).
     """
@@ -94,7 +101,15 @@ def attack_run(
             f"{name} is a query attack (it changes answers, not the model); run it as a server with "
             "`nnmark serve --model RUN --defense autoencoder` and verify through --url"
         )
-    attack = ATTACKS.get(name)(**(settings or {}))
+    attack_cls = ATTACKS.get(name)
+    settings = dict(settings or {})
+    ew_source = None
+    if issubclass(attack_cls.Params, EwParams):
+        if settings.get("ew") is None:  # the victim's own EW layers, as Namba's thief holds f_K
+            settings["ew"], ew_source = run_ew_temperature(model_run)
+        else:
+            ew_source = "--set ew"
+    attack = attack_cls(**settings)
     given = [(Path(p), load_key(p)) for p in keys]
     attack.evaluator_keys = [k for _, k in given]
     spec = load_spec(model_run)
@@ -172,6 +187,7 @@ def attack_run(
             },
             "victim_model_sha256": victim_sha,
             **{k: v for k, v in attack.report.items() if k != "queries"},
+            **({"ew_source": ew_source} if ew_source else {}),
             **(claim.metrics if claim else {}),
             "verdicts": [{"key": str(p), "scheme": k.scheme, **verdict_summary(v)} for p, k, v in verdicts],
         }

@@ -49,6 +49,12 @@ def attack_lines(name: str, out_dir: str | Path, result: AttackResult) -> list[s
         f"{name}: test accuracy {result.victim_accuracy:.2%} -> {result.metrics['test_accuracy']:.2%}; "
         f"saved {out_dir}"
     )
+    ew = result.metrics.get("ew")
+    if isinstance(ew, int | float) and ew > 0:
+        lines.append(
+            f"  attacked through EW layers at T={ew:g} ({result.metrics.get('ew_source', '--set ew')}; "
+            "--set ew=0 attacks the folded weights)"
+        )
     for kpath, k, v in result.verdicts:
         state = verdict_word(v.watermarked)
         lines.append(f"  {kpath}: watermark {state} (p-value {v.p_value:.3g}, {v.matches}/{v.queries})")

@@ -14,6 +14,10 @@ rule uses the attacker's own images (it holds nothing else), ``max_drop`` 0.04 (
 order of loss Liu et al. accept) and 10 fine-tuning ``epochs`` with the owner's recipe at its
 last learning rate (as :mod:`nnmark.attacks.removal.finetune` and Li Sec. 8.1). A model without
 a convolutional layer is pruned in its last hidden dense layer instead.
+
+``ew`` (:class:`nnmark.attacks.base.EwParams`; default: the victim run's EW temperature): the
+channels are ranked by activation, which EW does not change, and removed and fine-tuned with the
+model's EW layers in place, as Namba's thief would attack the distributed f_K (Sec. 5.2).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from nnmark.attacks.base import AttackParams, RemovalAttack, register_attack
+from nnmark.attacks.base import EwParams, RemovalAttack, register_attack
 from nnmark.attacks.removal.finetune import attacker_config
 from nnmark.attacks.removal.neurons import UnitMaskKeeper, hidden_layers, zero_units
 from nnmark.data.base import ImageDataset
@@ -31,7 +35,7 @@ from nnmark.training import TrainConfig, evaluate, train
 from nnmark.types import ModelSpec
 
 
-class FinePruneParams(AttackParams):
+class FinePruneParams(EwParams):
     max_drop: float = Field(
         0.04, ge=0.0, lt=1.0, description="largest accuracy drop the pruning step accepts"
     )

@@ -18,8 +18,9 @@ recipe — Adam 1e-3, batch 64 — for runs that do not record one), and the lea
 owner's *last* one: lr for a constant schedule, lr × 0.01 after nnmark's ``step`` schedule, and,
 nnmark's choice, lr × 0.01 after ``cosine`` (whose last rate is 0, which would not train).
 ``optimizer="adam"|"sgd"`` with ``lr`` / ``batch_size`` gives another set-up. ``ew=T`` retrains
-the model with its exponential-weighting layers in place (:mod:`nnmark.attacks.ew_inplace`), as
-Namba's thief retrains the distributed f_K.
+the model with its exponential-weighting layers in place (:class:`nnmark.attacks.base.EwParams`),
+as Namba's thief retrains the distributed f_K (Sec. 5.2); by default, at the victim run's own EW
+temperature.
 
 Defaults: ``mode`` ftal (Li's Fig. 5: all layers), ``epochs`` 100 (Li's Fig. 5). Adi's paper is
 not among nnmark's seeds; its modes are implemented as defined there, with Li's optimiser. In
@@ -36,8 +37,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from nnmark.attacks.base import AttackParams, RemovalAttack, register_attack
-from nnmark.attacks.ew_inplace import ew_in_place
+from nnmark.attacks.base import EwParams, RemovalAttack, register_attack
+from nnmark.attacks.ew_inplace import reset_layer
 from nnmark.data.base import ImageDataset
 from nnmark.errors import NnmarkError
 from nnmark.training import TrainConfig, train
@@ -47,7 +48,7 @@ from nnmark.types import ModelSpec
 LAST_LR_FACTOR = {"none": 1.0, "step": 0.01, "cosine": 0.01}
 
 
-class FineTuneParams(AttackParams):
+class FineTuneParams(EwParams):
     mode: Literal["ftll", "ftal", "rtll", "rtal"] = Field(
         "ftal",
         description="ftll/ftal: fine-tune last/all layers; rtll/rtal: re-initialise the last layer first",
@@ -58,11 +59,6 @@ class FineTuneParams(AttackParams):
     )
     lr: float | None = Field(None, gt=0, description="learning rate (default: the owner's last one)")
     batch_size: int | None = Field(None, ge=1, description="batch size (default: the owner's)")
-    ew: float = Field(
-        0.0,
-        ge=0.0,
-        description="retrain through EW layers at this temperature (Namba's f_K; 0: plain layers)",
-    )
 
 
 def last_layer(model: nn.Module) -> nn.Module:
@@ -117,7 +113,7 @@ class FineTune(RemovalAttack[FineTuneParams]):
         head = last_layer(model)
         if p.mode.startswith("rt"):
             torch.manual_seed(cfg.seed)
-            head.reset_parameters()  # type: ignore[operator]
+            reset_layer(head)  # θ itself when the layer is an EW layer
         only_head = p.mode.endswith("ll")
         frozen = None
         if only_head:
@@ -126,10 +122,7 @@ class FineTune(RemovalAttack[FineTuneParams]):
                 q.requires_grad_(id(q) in head_params)
             frozen = _FrozenBatchNorm(model, head)
         try:
-            with ew_in_place(model, p.ew):
-                train(
-                    model, data.train_x, data.train_y, cfg, progress=progress, description=f"attack: {p.mode}"
-                )
+            train(model, data.train_x, data.train_y, cfg, progress=progress, description=f"attack: {p.mode}")
         finally:
             if frozen is not None:
                 frozen.remove()
@@ -141,6 +134,5 @@ class FineTune(RemovalAttack[FineTuneParams]):
             "lr": cfg.lr,
             "batch_size": cfg.batch_size,
             "epochs": cfg.epochs,
-            "ew": p.ew,
         }
         return model.cpu().eval()

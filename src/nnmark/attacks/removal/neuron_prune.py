@@ -9,6 +9,11 @@ In every hidden conv/dense layer (the output layer's units are the classes and s
 single default; nnmark's default ``rate`` 0.5 is the middle of that sweep. ``epochs`` > 0
 retrains afterwards with the removed units held at zero (Li does not retrain; nnmark's option,
 with the owner's recipe as fine-tuning uses it).
+
+``ew`` (:class:`nnmark.attacks.base.EwParams`; default: the victim run's EW temperature): the
+model is attacked with its EW layers in place, as Namba's thief holds f_K (Sec. 5.2, Eq. 11);
+its parameters are then θ, so units are ranked by Σ_j |θ_ij| (not always the order of the folded
+weights' Σ_j |w_ij|), and the retraining goes through EW.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from nnmark.attacks.base import AttackParams, RemovalAttack, register_attack
+from nnmark.attacks.base import EwParams, RemovalAttack, register_attack
 from nnmark.attacks.removal.finetune import attacker_config
 from nnmark.attacks.removal.neurons import UnitMaskKeeper, hidden_layers, unit_norms, zero_units
 from nnmark.data.base import ImageDataset
@@ -24,7 +29,7 @@ from nnmark.training import TrainConfig, train
 from nnmark.types import ModelSpec
 
 
-class NeuronPruneParams(AttackParams):
+class NeuronPruneParams(EwParams):
     rate: float = Field(
         0.5, ge=0.0, lt=1.0, description="share of units removed in each hidden layer (Li: swept)"
     )

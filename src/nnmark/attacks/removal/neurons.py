@@ -2,12 +2,15 @@
 neuron pruning (Li 2019 Fig. 6) and fine-pruning (Liu et al. 2018). A removed unit keeps its place
 (the architecture is unchanged, so the result is still a run folder every command accepts): its
 incoming weights and bias are zero, and so are the scale and shift of a BatchNorm right after it,
-so it outputs exactly zero."""
+so it outputs exactly zero. Inside an EW layer (``ew``, :class:`nnmark.attacks.base.EwParams`) the
+unit's parameters are θ, the thief's: norms are Σ|θ|, and zeroing θ zeroes EW(θ, T)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from nnmark.attacks.ew_inplace import trainable_weight, weight_param_name
 
 Layer = nn.Conv2d | nn.Linear
 
@@ -23,8 +26,8 @@ def hidden_layers(model: nn.Module) -> list[tuple[str, Layer]]:
 
 
 def unit_norms(layer: Layer) -> torch.Tensor:
-    """L1 norm of each unit's incoming weights (one value per output unit or channel)."""
-    return layer.weight.detach().abs().flatten(1).sum(1)
+    """L1 norm of each unit's incoming weights (one value per output unit or channel; θ's in an EW layer)."""
+    return trainable_weight(layer).detach().abs().flatten(1).sum(1)
 
 
 def following_batchnorm(model: nn.Module, name: str) -> nn.modules.batchnorm._BatchNorm | None:
@@ -49,7 +52,7 @@ def zero_units(model: nn.Module, name: str, units: torch.Tensor) -> dict[str, to
     keep = torch.ones(layer.weight.shape[0])
     keep[units] = 0
     masks: dict[str, torch.Tensor] = {}
-    targets: list[tuple[str, torch.Tensor]] = [(f"{name}.weight", layer.weight)]
+    targets: list[tuple[str, torch.Tensor]] = [(weight_param_name(name, layer), trainable_weight(layer))]
     if layer.bias is not None:
         targets.append((f"{name}.bias", layer.bias))
     bn = following_batchnorm(model, name)

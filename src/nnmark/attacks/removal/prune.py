@@ -14,11 +14,17 @@ does not hold) is ≥ (1 − ``max_loss``) × the victim's, the one with the low
 accuracy of the keys given (``--key``: the evaluator tunes the attack against them, as Namba does)
 is kept. ``metrics.json`` gets the whole sweep and the chosen rate. The baseline is the victim's
 accuracy (nnmark has no clean model at hand; Namba's is the model without watermark).
+
+``ew`` (:class:`nnmark.attacks.base.EwParams`): Namba's thief prunes and retrains the distributed
+f_K, with its EW layers (Sec. 5.2, Eq. 11), and so does this attack by default when the victim
+run was embedded with EW (``ew=0``: the folded weights as plain layers). The pruned weights are
+the same either way, since EW(θ, T)_i = θ_i · exp(T(|θ_i| − max|θ|)) is monotone in |θ_i| within a
+layer and zero only where θ_i is, so ranking by |θ| and by |w| agree; the masks are put on θ.
+The retraining differs: gradients reach θ through EW (Eq. 13), which damps the small weights.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import replace
 from typing import Any
 
@@ -26,7 +32,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from nnmark.attacks.base import AttackParams, RemovalAttack, register_attack
+from nnmark.attacks.base import EwParams, RemovalAttack, register_attack
+from nnmark.attacks.ew_inplace import trainable_weight
 from nnmark.attacks.measure import key_accuracy
 from nnmark.data.base import ImageDataset
 from nnmark.errors import NnmarkError
@@ -36,7 +43,7 @@ from nnmark.types import ModelSpec
 NAMBA_RATES = tuple(round(0.1 * i, 1) for i in range(10))
 
 
-class PruneParams(AttackParams):
+class PruneParams(EwParams):
     rate: float = Field(0.5, ge=0.0, lt=1.0, description="fraction q of weights set to zero in each layer")
     epochs: int = Field(10, ge=0, description="retraining epochs after pruning (Namba: 10)")
     lr: float = Field(1e-3, gt=0, description="retraining learning rate (Adam; Namba: 1e-3)")
@@ -52,7 +59,8 @@ class PruneParams(AttackParams):
 
 
 def prune_masks(model: nn.Module, rate: float) -> dict[str, torch.Tensor]:
-    """Per-layer masks keeping the (1 − rate) largest-magnitude weights of every conv/dense layer."""
+    """Per-layer masks keeping the (1 − rate) largest-magnitude weights of every conv/dense layer
+    (in an EW layer the weights it computes with: the same ranking as its θ)."""
     masks = {}
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d | nn.Linear):
@@ -69,7 +77,7 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
     modules = dict(model.named_modules())
     with torch.no_grad():
         for name, mask in masks.items():
-            weight = modules[name].weight
+            weight = trainable_weight(modules[name])  # θ in an EW layer (EW(θ)_i = 0 iff θ_i = 0)
             weight.mul_(mask.to(weight.device))
 
 
@@ -80,7 +88,7 @@ class _MaskKeeper:
         self.handles = []
         modules = dict(model.named_modules())
         for name, mask in masks.items():
-            w = modules[name].weight
+            w = trainable_weight(modules[name])
             self.handles.append(w.register_hook(lambda g, m=mask: g * m.to(g.device)))
 
     def remove(self) -> None:
@@ -126,6 +134,10 @@ def prune_and_retrain(
     return model.cpu().eval()
 
 
+def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 @register_attack
 class Prune(RemovalAttack[PruneParams]):
     """Magnitude pruning of q % of the weights, retrained 10 epochs (Namba 2019); sweep=true tunes q."""
@@ -146,17 +158,21 @@ class Prune(RemovalAttack[PruneParams]):
         baseline = evaluate(model, data.test_x, data.test_y)
         floor = (1 - p.max_loss) * baseline
         rows: list[dict[str, Any]] = []
-        best: tuple[float, float, nn.Module] | None = None
+        best: tuple[float, float, dict[str, torch.Tensor]] | None = None
+        # each rate starts from the victim's state, restored in place: a deep copy of a model with
+        # EW layers (``ew``) would share its parametrised classes with the original
+        start = _clone_state(model)
         for rate in p.rates:
             if not 0 <= rate < 1:
                 raise NnmarkError(f"prune rates must be in [0, 1), got {rate}")
-            attacked = prune_and_retrain(copy.deepcopy(model), data, config, rate, p.epochs, p.lr, progress)
+            model.load_state_dict(start)
+            attacked = prune_and_retrain(model, data, config, rate, p.epochs, p.lr, progress)
             acc = evaluate(attacked, data.test_x, data.test_y)
             wm = sum(key_accuracy(attacked, k) for k in self.evaluator_keys) / len(self.evaluator_keys)
             allowed = acc >= floor
             rows.append({"rate": rate, "accuracy": acc, "watermark_accuracy": wm, "allowed": allowed})
             if allowed and (best is None or wm < best[1]):
-                best = (rate, wm, attacked)
+                best = (rate, wm, _clone_state(attacked))
         if best is None:
             raise NnmarkError(
                 f"no pruning rate kept accuracy within {p.max_loss:.0%} of {baseline:.2%}; try smaller rates"
@@ -169,4 +185,5 @@ class Prune(RemovalAttack[PruneParams]):
             "sweep_rule": "lowest mean watermark accuracy among rates keeping accuracy "
             f"≥ {1 - p.max_loss:g} × baseline",
         }
-        return best[2]
+        model.load_state_dict(best[2])
+        return model

@@ -14,6 +14,11 @@ the teacher's (owner's) training data, the rest of the student frozen ("Last Lay
 recipe at its last learning rate). The attack returns this *recovered* model — it has the
 owner's outputs, so the owner's keys can be verified on it (``metrics.json``: the verdicts, and
 the student's accuracy as ``student_accuracy``).
+
+``ew`` (:class:`nnmark.attacks.base.EwParams`; default: the victim run's EW temperature): the
+student is fine-tuned with the stolen model's EW layers in place, as Namba's thief would retrain
+f_K (Sec. 5.2); the new output layers are ordinary ones (the thief's and the owner's own), so
+with ``layers=last`` EW changes nothing but float rounding.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from nnmark.attacks.base import AttackParams, RemovalAttack, register_attack
+from nnmark.attacks.base import EwParams, RemovalAttack, register_attack
 from nnmark.attacks.removal.finetune import attacker_config, last_layer
 from nnmark.data.base import ImageDataset
 from nnmark.errors import NnmarkError
@@ -33,7 +38,7 @@ from nnmark.training import TrainConfig, evaluate, train
 from nnmark.types import ModelSpec
 
 
-class TransferParams(AttackParams):
+class TransferParams(EwParams):
     layers: Literal["last", "all"] = Field("all", description="student fine-tuning: new layer only, or all")
     epochs: int = Field(200, ge=1, description="student fine-tuning epochs (Li A.3: 200)")
     lr: float = Field(0.01, gt=0, description="student fine-tuning learning rate, SGD (Li A.3: 0.01)")
