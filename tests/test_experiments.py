@@ -225,3 +225,25 @@ def test_ray_and_matplotlib_are_imported_only_when_used() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_cells_attacks_go_through_the_victims_ew_layers_as_nnmark_attack_does() -> None:
+    """Namba 2019 Sec. 5.2: the thief prunes and retrains f_K, EW layers and all; ``ew=0`` opts out."""
+    from nnmark.experiments.cells import watermark_task
+
+    cell = {
+        "task": "watermark",
+        "n_train": 150,
+        "n_test": 200,
+        "epochs": 1,
+        "verify": False,
+        "model": "dnn1",
+        "scheme": "label-change",
+        "params": {"ew": 2.0, "keys": 10},
+        "attacks": [
+            {"name": "prune", "rate": 0.5, "epochs": 1, "fraction": 0.2, "label": "through EW"},
+            {"name": "prune", "rate": 0.5, "epochs": 1, "fraction": 0.2, "ew": 0, "label": "folded"},
+        ],
+    }
+    metrics = watermark_task(cell)["metrics"]
+    assert metrics["through EW"]["ew"] == 2.0 and metrics["folded"]["ew"] == 0

@@ -151,6 +151,8 @@ def watermark_task(raw: Cell) -> dict[str, Any]:
     import torch
 
     from nnmark.attacks import ATTACKS, ClaimAttack, attacker_share
+    from nnmark.attacks.base import EwParams
+    from nnmark.attacks.ew_inplace import run_ew_temperature
     from nnmark.experiments import probes
     from nnmark.identity import generate_owner
     from nnmark.io import load_spec
@@ -312,7 +314,11 @@ def watermark_task(raw: Cell) -> dict[str, Any]:
                     if c.verify:
                         verdicts[label] = judge(key, qm, i + 1)
             else:
-                attack = ATTACKS.create(spec_a.name, **spec_a.params())
+                settings = spec_a.params()
+                if issubclass(ATTACKS.get(spec_a.name).Params, EwParams) and settings.get("ew") is None:
+                    # as `nnmark attack` does: through the victim's own EW layers (Namba's thief holds f_K)
+                    settings["ew"] = run_ew_temperature(run)[0] if key is not None else 0.0
+                attack = ATTACKS.create(spec_a.name, **settings)
                 extra: dict[str, Any] = {}
                 if isinstance(attack, ClaimAttack):
                     claim = attack.claim(
@@ -326,6 +332,7 @@ def watermark_task(raw: Cell) -> dict[str, Any]:
                 m_out = {
                     "test_accuracy": evaluate(attacked, data.test_x, data.test_y),
                     **key_metrics(attacked),
+                    **({"ew": settings["ew"]} if "ew" in settings else {}),
                 }
                 if extra:
                     m_out["claim"] = extra
