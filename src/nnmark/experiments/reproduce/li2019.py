@@ -689,6 +689,8 @@ class Li2019(Reproduction):
             for kind, prefix in (("neuron", "neuron-prune"), ("weight", "prune")):
                 for what, metric in (("NC", "test_accuracy"), ("φ_null", "phi_null"), ("φ_true", "phi_true")):
                     pts = [(r, mean(v)) for r in rates if (v := pick(owner, f"{prefix} {r}", metric))]
+                    if pts and (v := pick(owner, "model", metric)):  # rate 0: the model before pruning
+                        pts.insert(0, (0.0, mean(v)))
                     if pts:
                         series[f"{kind} pruning: {what}"] = ([p[0] for p in pts], [p[1] for p in pts])
             if series:
