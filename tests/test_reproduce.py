@@ -189,3 +189,29 @@ def test_zhang_and_namba_compare_against_zhangs_own_recipe() -> None:
         for c in cells:
             assert c["params"]["decoys"] == 0
             assert c["scheme"] == "zhang-noise" or c["params"]["text"] == "TEST"
+
+
+def test_li2019_helpers_for_the_pirates_budget_and_the_student_task() -> None:
+    """Figs. 2/4 read the first epoch at which the from-scratch curve reaches an accuracy; the student task
+    without a second dataset is the attacker's digits in coarser classes (Tables 7-8)."""
+    import torch
+
+    from nnmark.data import load_dataset
+    from nnmark.experiments.cells import coarse_labels
+    from nnmark.experiments.reproduce.base import SCALES, DataChoice
+    from nnmark.experiments.reproduce.li2019 import first_reaching, pirate_budgets, student_task
+
+    assert first_reaching([0.3, 0.8, 0.9], 0.8) == 2.0 and math.isnan(first_reaching([0.3, 0.5], 0.8))
+    assert SCALES["quick"].attack_epochs in pirate_budgets(SCALES["quick"]) and pirate_budgets(
+        SCALES["tiny"]
+    ) == [1]
+    mnist = DataChoice("mnist5k", None, "MNIST")
+    assert student_task(mnist, [mnist]) == {"relabel": 5}
+    fashion = DataChoice("fashion-mnist", "/x", "Fashion-MNIST")
+    assert student_task(mnist, [mnist, fashion]) == {
+        "attacker_data": "fashion-mnist",
+        "attacker_data_dir": "/x",
+    }
+    data = load_dataset("mnist5k")
+    coarse = coarse_labels(data, 5)
+    assert coarse.num_classes == 5 and torch.equal(coarse.train_y, data.train_y // 2)
