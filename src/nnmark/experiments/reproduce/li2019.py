@@ -9,8 +9,8 @@ out-of-distribution images), Tables 7–8 (transfer learning: the student's accu
 watermark-free and a watermarked teacher, then the owner's recovered model; "Added Layers" and
 "All Layers" only), Figs. 2/4 (the pirate's budget in epochs against a model trained from scratch on
 the attacker's images, with the pirate's own verdict and the owner's watermark after piracy), Fig. 5
-(fine-tuning) and Fig. 6 (neuron pruning as Li prunes; nnmark's weight pruning kept beside it,
-labelled). Not reproduced: Li's Face, Traffic and Object tasks (no such data here), Table 6's
+(fine-tuning) and Fig. 6 (neuron pruning as Li prunes; nnmark's weight pruning, also without retraining,
+kept beside it, labelled). Not reproduced: Li's Face, Traffic and Object tasks (no such data here), Table 6's
 ImageNet / YouTube Faces volumes and Table 7's "Last Two Layers" / "All Dense Layers" configurations
 (the transfer attack trains the new output layer or all layers), and Table 1 (piracy against Adi's
 and Zhang's schemes: ``nnmark attack piracy --set scheme=adi`` runs it, outside this reproduction).
@@ -220,7 +220,11 @@ class Li2019(Reproduction):
                     for e in pirate_budgets(scale)
                 ]
                 attacks.append({"name": "finetune", "epochs": scale.attack_epochs, "label": "finetune"})
-                attacks += [{"name": "prune", "rate": r, "label": f"prune {r}"} for r in prune_rates(scale)]
+                # weight pruning without retraining, as Li prunes neurons (prune's default retrains 10 epochs)
+                attacks += [
+                    {"name": "prune", "rate": r, "epochs": 0, "label": f"prune {r}"}
+                    for r in prune_rates(scale)
+                ]
                 attacks += [
                     {"name": "neuron-prune", "rate": r, "label": f"neuron-prune {r}"}
                     for r in prune_rates(scale)
@@ -337,7 +341,8 @@ class Li2019(Reproduction):
             "fine-tuning and pruning",
             cap + " Fine-tuning: the attacker's 10 % share, Adam 5e-4. Neuron pruning (Li's Fig. 6): the "
             "units of each hidden layer with the smallest incoming-weight L1 norm removed, no retraining. "
-            "Weight pruning (nnmark's prune, not Li's): the smallest weights of each layer, no retraining. "
+            "Weight pruning (nnmark's prune with epochs=0, not Li's method): the smallest weights of each "
+            "layer, no retraining. "
             "Li's figures give no numbers.",
         )
         for data in datasets:
@@ -432,7 +437,10 @@ class Li2019(Reproduction):
             stages = [
                 ("finetune", "finetune"),
                 *((f"neuron-prune {r}", f"neuron pruning {r:g} (Li's Fig. 6)") for r in prune_rates(scale)),
-                *((f"prune {r}", f"weight pruning {r:g} (nnmark's prune)") for r in prune_rates(scale)),
+                *(
+                    (f"prune {r}", f"weight pruning {r:g} (nnmark's prune, no retraining)")
+                    for r in prune_rates(scale)
+                ),
             ]
             for stage, words in stages:
                 f5.add(Row(label, f"{words}: NC", pick(owner, stage, "test_accuracy")))
