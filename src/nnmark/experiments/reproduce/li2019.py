@@ -56,7 +56,7 @@ SHARE = 0.1
 
 def nc_params(scale: Scale) -> dict[str, int]:
     """Neural Cleanse's Adam steps per class (Wang: until the loss stops improving; nnmark's default 300)."""
-    return {"tiny": {"steps": 3}, "quick": {"steps": 100}}.get(scale.name, {})
+    return {"tiny": {"steps": 1}, "quick": {"steps": 100}}.get(scale.name, {})
 
 
 def transfer_params(scale: Scale) -> dict[str, int]:
