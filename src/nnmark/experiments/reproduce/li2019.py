@@ -321,7 +321,9 @@ class Li2019(Reproduction):
             "the pirate's budget against training from scratch",
             setup
             + "The piracy attack of Table 3 run for {budgets} epoch(s) on the attacker's {share:.0%} "
-            "share ({images}); 'pirate found' = the pirate's own verdict (its signed key verified as a "
+            "share ({images}); each budget is a separate piracy with its own pirate identity and "
+            "watermark pattern (not one pirate's trajectory, so the rows need not rise with the budget; "
+            "Li's Fig. 4 follows one pirate). 'pirate found' = the pirate's own verdict (its signed key verified as a "
             "judge verifies it, p0 from 3 clean models on its images, α = 1e-6), 'owner found' = the "
             "owner's verdict on the pirated model. From scratch: a fresh digit-cnn trained {scratch} "
             "epochs on the same images (clean, Adam 1e-3; Li's Fig. 2(b) also null-embeds p′), accuracy "
