@@ -320,17 +320,17 @@ class Li2019(Reproduction):
             "Figs. 2/4",
             "the pirate's budget against training from scratch",
             setup
-            + "The piracy attack of Table 3 run for {budgets} epoch(s) on the attacker's {share:.0%} "
-            "share ({images}); each budget is a separate piracy with its own pirate identity and "
-            "watermark pattern (not one pirate's trajectory, so the rows need not rise with the budget; "
-            "Li's Fig. 4 follows one pirate). 'pirate found' = the pirate's own verdict (its signed key "
-            "verified as a judge verifies it, p0 from 3 clean models on its images, α = 1e-6), "
-            "'owner found' = the owner's verdict on the pirated model. From scratch: a fresh digit-cnn trained {scratch} "
+            + "The piracy attack of Table 3 run for {budgets} epoch(s) on the attacker's {share:.0%} share "
+            "({images}); each budget is a separate piracy with its own pirate identity and watermark "
+            "pattern (not one pirate's trajectory, so the rows need not rise with the budget; Li's Fig. 4"
+            " follows one pirate). 'pirate found' = the pirate's own verdict (its signed key verified as "
+            "a judge verifies it, p0 from 3 clean models on its images, α = 1e-6), 'owner found' = the "
+            "owner's verdict on the pirated model. From scratch: a fresh digit-cnn trained {scratch} "
             "epochs on the same images (clean, Adam 1e-3; Li's Fig. 2(b) also null-embeds p′), accuracy "
             "after every epoch on the attacker's held-out images, where the pirated model is measured "
             "too; 'epochs to reach' is empty where {scratch} epochs did not reach it. Training cycles = "
-            "batches of 64. Li's Fig. 2 is Digit with the full MNIST (a, b) or 1 % of it (c), in training "
-            "cycles; Fig. 4 gives no numbers.".format(
+            "batches of 64. Li's Fig. 2 is Digit with the full MNIST (a, b) or 1 % of it (c), in training"
+            " cycles; Fig. 4 gives no numbers.".format(
                 budgets=", ".join(map(str, pirate_budgets(scale))),
                 share=SHARE,
                 images="at most 60 images" if scale.name == "tiny" else "at most 5,000 images",
