@@ -70,6 +70,16 @@ class AttackSpec(BaseModel):
     name: str
     fraction: float = Field(0.1, gt=0, le=1, description="attacker's share of the owner's training set")
     label: str = ""
+    attacker_data: str | None = Field(
+        None, description="another dataset the attacker's images come from, with its own labels"
+    )
+    attacker_data_dir: str | None = None
+    relabel: int | None = Field(
+        None,
+        ge=2,
+        description="the attacker's labels y mapped to y·k // C: a coarser task of k classes from the same "
+        "images (a student task for transfer learning when no second dataset is present)",
+    )
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -105,6 +115,13 @@ class WatermarkCell(BaseModel):
         description="Li 2019 Sec. 7.3: verify this many keys of other owners, never embedded, on the model",
     )
     random_key_scheme: str | None = Field(None, description="scheme of the random keys (default: the cell's)")
+    train_share: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="train on the attacker's share of this size instead of the owner's training split "
+        "(the images an attack of this seed draws; Li 2019 Figs. 2/4: the pirate training from scratch)",
+    )
     test: str | None = None
     alpha: float = 1e-6
     label: str = ""
@@ -125,6 +142,19 @@ def subset_data(name: str, data_dir: str | None, n_train: int | None, n_test: in
         train_y=data.train_y[:n_train],
         test_x=data.test_x[:n_test],
         test_y=data.test_y[:n_test],
+    )
+
+
+def coarse_labels(data: Any, classes: int) -> Any:
+    """``data`` with its training labels y mapped to y·k // C (k = ``classes``, C = its classes): a
+    coarser task from the same images (digits 0-1 → 0, 2-3 → 1, ... for k = 5 on MNIST)."""
+    if classes >= data.num_classes:
+        raise NnmarkError(f"relabel={classes} must be fewer than the data's {data.num_classes} classes")
+    return replace(
+        data,
+        train_y=data.train_y * classes // data.num_classes,
+        num_classes=classes,
+        class_names=tuple(str(i) for i in range(classes)),
     )
 
 
@@ -151,8 +181,9 @@ def watermark_task(raw: Cell) -> dict[str, Any]:
     import torch
 
     from nnmark.attacks import ATTACKS, ClaimAttack, attacker_share
-    from nnmark.attacks.base import EwParams
+    from nnmark.attacks.base import EwParams, RemovalAttack
     from nnmark.attacks.ew_inplace import run_ew_temperature
+    from nnmark.data import load_dataset
     from nnmark.experiments import probes
     from nnmark.identity import generate_owner
     from nnmark.io import load_spec
@@ -172,6 +203,8 @@ def watermark_task(raw: Cell) -> dict[str, Any]:
     if unknown:
         raise NnmarkError(f"unknown measure(s) {sorted(unknown)}; known: {', '.join(MEASURES)}")
     data = subset_data(c.dataset, c.data_dir, c.n_train, c.n_test)
+    if c.train_share is not None:
+        data = attacker_share(data, c.train_share, c.seed)
     base = TrainConfig(epochs=c.epochs, seed=c.seed)
     metrics: dict[str, Any] = {}
     verdicts: dict[str, Any] = {}
@@ -285,7 +318,12 @@ def watermark_task(raw: Cell) -> dict[str, Any]:
 
         for i, spec_a in enumerate(c.attacks):
             label = spec_a.title()
-            share = attacker_share(data, spec_a.fraction, c.seed)
+            other = (
+                load_dataset(spec_a.attacker_data, spec_a.attacker_data_dir) if spec_a.attacker_data else None
+            )
+            share = attacker_share(data, spec_a.fraction, c.seed, other)
+            if spec_a.relabel is not None:
+                share = coarse_labels(share, spec_a.relabel)
             t0 = time.perf_counter()
             if spec_a.name == "query-modification":
                 from nnmark.attacks.query import QueryModification
@@ -318,7 +356,8 @@ def watermark_task(raw: Cell) -> dict[str, Any]:
                 if issubclass(ATTACKS.get(spec_a.name).Params, EwParams) and settings.get("ew") is None:
                     # as `nnmark attack` does: through the victim's own EW layers (Namba's thief holds f_K)
                     settings["ew"] = run_ew_temperature(run)[0] if key is not None else 0.0
-                attack = ATTACKS.create(spec_a.name, **settings)
+                attack = cast(RemovalAttack[Any], ATTACKS.create(spec_a.name, **settings))
+                attack.owner_data = data  # the owner's step of an attack (transfer's recovery)
                 extra: dict[str, Any] = {}
                 if isinstance(attack, ClaimAttack):
                     claim = attack.claim(
@@ -326,7 +365,6 @@ def watermark_task(raw: Cell) -> dict[str, Any]:
                     )
                     attacked, extra = claim.model, claim.metrics
                 else:
-                    assert callable(attack)
                     attacked = attack(model, spec, share, config, False)
                 attacked = attacked.cpu().eval()
                 m_out = {
@@ -336,6 +374,8 @@ def watermark_task(raw: Cell) -> dict[str, Any]:
                 }
                 if extra:
                     m_out["claim"] = extra
+                if attack.report:  # what the attack measured (anomaly index, queries, student accuracy)
+                    m_out["report"] = attack.report
                 if key is not None and c.verify:
                     verdicts[label] = judge(key, TorchOracle(attacked), i + 1)
             timings[label] = {"seconds": round(time.perf_counter() - t0, 3)}

@@ -160,11 +160,12 @@ def verdict_shares(records: list[dict[str, Any]], stage: str) -> tuple[list[floa
 
 
 def pick(records: list[dict[str, Any]], *path: str) -> list[float]:
-    """The number at ``path`` in each record (``metrics`` first), skipping records without it."""
+    """The number at ``path`` in each record (``metrics`` first unless the path starts at ``verdicts``
+    or ``timings``), skipping records without it."""
     vals = []
     for r in records:
         node: Any = r
-        for part in ("metrics", *path) if path[0] not in ("metrics", "verdicts") else path:
+        for part in ("metrics", *path) if path[0] not in ("metrics", "verdicts", "timings") else path:
             if not isinstance(node, dict) or part not in node:
                 node = None
                 break
