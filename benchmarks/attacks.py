@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -67,7 +68,6 @@ DEFENSES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 QUICK_AE = {"epochs": 60, "folds": 5}
 BASELINE = "none"
-STATE = {True: "found", False: "not found", None: "no verdict"}
 
 Record = dict[str, Any]
 """One cell of one seed: scheme, attack, seed, accuracy, wm_accuracy, verdict (bool | None),
@@ -83,30 +83,23 @@ def oracle_verdict(oracle: Oracle, key_path: Path, data: ImageDataset) -> tuple[
     return acc, wm, verify(key, oracle, context=verify_context(key_path, key))
 
 
-def oracle_row(oracle: Oracle, key_path: Path, data: Any, alpha: float = 1e-6) -> tuple[float, float, str]:
-    acc, wm, v = oracle_verdict(oracle, key_path, data)
-    return acc, wm, STATE[v.watermarked]
-
-
 def parse_scheme(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"label-change:ew=2,keys_per_batch=4"`` -> ("label-change", {"ew": 2.0, ...}); Zhang's
+    """``"label-change:ew=2,keys_per_batch=4"`` -> ("label-change", {"ew": 2, ...}); Zhang's
     schemes get target 0 unless named (as the original benchmark embedded them)."""
     name, _, rest = spec.partition(":")
     settings: dict[str, Any] = {"target": 0} if name.startswith("zhang") else {}
     for item in filter(None, rest.split(",")):
         k, _, v = item.partition("=")
-        settings[k] = _number(v)
+        settings[k] = setting_value(v)
     return name, settings
 
 
-def _number(v: str) -> Any:
+def setting_value(text: str) -> Any:
+    """A ``k=v`` setting's value: JSON where it parses (numbers, lists, true/false), else the text."""
     try:
-        return int(v)
-    except ValueError:
-        try:
-            return float(v)
-        except ValueError:
-            return v
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def embed_victim(

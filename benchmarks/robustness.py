@@ -75,7 +75,9 @@ from attacks import (  # noqa: E402
     defended_oracle,
     embed_victim,
     seed_records,
+    setting_value,
 )
+from nnmark.attacks.summary import verdict_word  # noqa: E402
 
 #: every registered trigger-set scheme (all verify through the suspect's predictions)
 SCHEMES = (
@@ -243,11 +245,7 @@ def parse_sets(items: Sequence[str]) -> dict[str, dict[str, Any]]:
         name, _, key = name_key.partition(".")
         if not key or not value:
             raise SystemExit(f"--set wants ATTACK.KEY=VALUE, got {item!r}")
-        try:
-            parsed: Any = json.loads(value)
-        except json.JSONDecodeError:
-            parsed = value
-        out.setdefault(name, {})[key] = parsed
+        out.setdefault(name, {})[key] = setting_value(value)
     return out
 
 
@@ -261,14 +259,10 @@ def settings_line(args: argparse.Namespace, overrides: dict[str, dict[str, Any]]
     return "; ".join(shown) + f"; Namba's autoencoder: {ae}"
 
 
-def verdict_text(v: bool | None) -> str:
-    return {True: "found", False: "not found", None: "no verdict"}[v]
-
-
 def progress_line(r: Record, done: int, total: int, elapsed: float) -> str:
     return (
         f"[{done}/{total} {elapsed:6.0f} s] {r['dataset']} seed {r['seed']} {r['scheme']:16} "
-        f"{r['attack']:20} acc {r['accuracy']:.3f} wm {r['wm_accuracy']:.3f} {verdict_text(r['verdict']):10} "
+        f"{r['attack']:20} acc {r['accuracy']:.3f} wm {r['wm_accuracy']:.3f} {verdict_word(r['verdict']):10} "
         f"p {r['p_value']:.2g} ({r['seconds']:.0f} s) {r['note']}"
     ).rstrip()
 
