@@ -102,18 +102,25 @@ def setting_value(text: str) -> Any:
         return text
 
 
+#: schemes that derive their keys from the owner's signature: embedded with a fresh owner identity
+#: (the others with an unsigned key, as this benchmark always did)
+SIGNED = frozenset({"li-null-embedding"})
+
+
 def embed_victim(
     scheme: str, data: ImageDataset, model: str, config: TrainConfig, run: Path, calibrate: int | None = None
 ) -> Path:
     """The owner's watermarked run folder for ``scheme`` (a :func:`parse_scheme` spec); the key
     is ``run / "watermark.key"``. ``calibrate`` None: the scheme's default (4 for Zhang's)."""
+    from nnmark.identity import generate_owner
     from nnmark.schemes import SCHEMES
 
     name, settings = parse_scheme(scheme)
     cls = SCHEMES.get(name)
     if calibrate is None:
         calibrate = cls.default_calibration if cls.needs_calibration else 0
-    embed_run(name, settings, data, model, config, run, calibrate=calibrate, progress=False)
+    owner = generate_owner("benchmark-owner") if name in SIGNED else None
+    embed_run(name, settings, data, model, config, run, calibrate=calibrate, owner=owner, progress=False)
     return run
 
 

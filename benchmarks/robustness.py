@@ -373,6 +373,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None, help="also write the Markdown here")
     ap.add_argument("--records", type=Path, default=None, help="append every record here as a JSON line")
+    ap.add_argument(
+        "--report-from",
+        nargs="*",
+        type=Path,
+        default=[],
+        help="measure nothing: tabulate these --records files",
+    )
+    ap.add_argument("--wall", type=float, default=None, help="with --report-from: the runs' wall time (s)")
     args = ap.parse_args()
 
     import torch
@@ -408,11 +416,19 @@ def main() -> None:
 
     records: list[Record] = []
     t_start = time.perf_counter()
-    try:
-        measure_all(args, loaded, todo, records, notes, t_start)
-    except KeyboardInterrupt:  # Ctrl-C: report what was measured
-        notes.append("interrupted: the table holds only the cells measured before")
-    text = report(args, seeds, records, notes, time.perf_counter() - t_start)
+    if args.report_from:  # no measuring: the table of records saved by --records
+        for path in args.report_from:
+            records += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+        keep = set(args.schemes)
+        records = [r for r in records if r["scheme"] in keep and r["seed"] in seeds]
+        order = {s: i for i, s in enumerate(args.schemes)}
+        records.sort(key=lambda r: (r["dataset"], order[r["scheme"]], r["seed"]))
+    else:
+        try:
+            measure_all(args, loaded, todo, records, notes, t_start)
+        except KeyboardInterrupt:  # Ctrl-C: report what was measured
+            notes.append("interrupted: the table holds only the cells measured before")
+    text = report(args, seeds, records, notes, args.wall or time.perf_counter() - t_start)
     print("\n" + text)
     if args.out is not None:
         args.out.write_text(text, encoding="utf-8")
