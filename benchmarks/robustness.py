@@ -6,7 +6,9 @@
 For each dataset (MNIST-5k; Fashion-MNIST too when its files are present — ``load_dataset``
 decides, a missing one is skipped with a note) and each seed s = 0 … ``--seeds``-1, the owner
 embeds each scheme into a ``--model`` (digit-cnn, 5 epochs, training seed s; schemes that need
-clean reference models get their default count, capped by ``--calibrate``), and
+clean reference models get their default count, capped by ``--calibrate``; li-null-embedding,
+whose keys follow from the owner's signature, is embedded with a fresh owner identity, the others
+with unsigned keys; a scheme that cannot be embedded is skipped with its reason), and
 :func:`attacks.seed_records` (``benchmarks/attacks.py``'s per-seed loop) measures the victim
 unattacked and under every attack. The thief holds 10 % × the owner's training-set size from the
 held-out split, drawn with seed s; accuracy is measured on the held-out images the thief does not
