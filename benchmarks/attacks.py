@@ -21,7 +21,6 @@ The per-seed loop is :func:`seed_records` (``benchmarks/robustness.py`` runs it 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import tempfile
 import time
@@ -216,7 +215,7 @@ def seed_records(
     for label in defenses:
         name, st = DEFENSES[label]
         t0 = time.perf_counter()
-        oracle = defended_oracle(name, st, copy.deepcopy(victim), share, seed, ae_settings or {}, cache)
+        oracle = defended_oracle(name, st, victim, share, seed, ae_settings or {}, cache)
         acc, wm, v = oracle_verdict(oracle, key_path, share)
         yield record(label, acc, wm, v, t0)
 
