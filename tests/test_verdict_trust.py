@@ -7,6 +7,7 @@ keep every default get different keys and that neither's model is found with the
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 import pytest
@@ -516,19 +517,28 @@ def test_a_forged_spend_log_never_orders_a_judges_queries(small_mnist, test):
 def test_namba_auc_measures_beside_the_binomial_verdict_it_does_not_decide(small_mnist):
     """``--test namba-auc``: Namba 2019 Sec. 3.2.1's AUC over |K'| = 5, 10, 20 (30 re-drawn subsets of
     the keys sent, suspect against a clean model) is reported; the verdict stays the binomial test's."""
-    key = make_key("adi", small_mnist.train_x[:300], small_mnist.train_y[:300], C, keys=100)
+    key = make_key("adi", small_mnist.train_x[:300], small_mnist.train_y[:300], C, keys=100, key_seed=3)
     marked = answering(key, share=0.6)
-    auc_run = verify(key, TorchOracle(marked), test="namba-auc", judge=True)
-    binomial = verify(key, TorchOracle(marked), test="binomial", judge=True)
+
+    def run(oracle, test="namba-auc", **kw):  # the verifier's draws seeded: the AUC is a random measure
+        return verify(key, TorchOracle(oracle), test=test, context=VerifyContext(rng=random.Random(1), **kw))
+
+    auc_run, binomial = run(marked, judge=True), run(marked, "binomial", judge=True)
     assert auc_run.watermarked is True and auc_run.p_value == binomial.p_value
     aucs = auc_run.evidence["namba_auc"]
     assert set(aucs) == {"5", "10", "20"} and aucs["20"] > 0.95 and min(aucs.values()) > 0.7
-    assert auc_run.decided_by["namba auc"]["source"] == "protocol"  # the clean side: a model at p0
+    assert "p0 = 0.100 (p0 from the protocol)" in auc_run.evidence["namba_auc_against"]
+    assert "namba auc" not in auc_run.decided_by and any("not a deciding number" in n for n in auc_run.notes)
     # a clean suspect (class 0 for everything: ~1/C of adi's random labels) is not told apart
-    clean = verify(key, TorchOracle(Lookup(default=0)), test="namba-auc", judge=True)
+    clean = run(Lookup(default=0), judge=True)
     assert clean.watermarked is False and 0.2 < clean.evidence["namba_auc"]["20"] < 0.8
-    # the verifier's reference models are the clean side when it names them
+    # the verifier's reference models are the clean side when it names them; with few keys the AUC
+    # can read high beside "no verdict": it decides nothing
     refs = [(Lookup(default=d), f"clean {d}") for d in (0, 1, 2)]
-    judged = verify(key, TorchOracle(marked), test="namba-auc", references=refs)
-    assert judged.decided_by["namba auc"]["source"] == "verifier"
-    assert judged.evidence["namba_auc"]["20"] > 0.95
+    judged = run(marked, references=refs)
+    assert (
+        "reference model" in judged.evidence["namba_auc_against"]
+        and judged.evidence["namba_auc"]["20"] > 0.95
+    )
+    few = verify(key, TorchOracle(answering(key)), budget=5, test="namba-auc", judge=True)
+    assert few.watermarked is None and few.evidence["namba_auc"]["5"] > 0.9

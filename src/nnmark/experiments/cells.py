@@ -322,6 +322,8 @@ def watermark_task(raw: Cell) -> dict[str, Any]:
                 load_dataset(spec_a.attacker_data, spec_a.attacker_data_dir) if spec_a.attacker_data else None
             )
             share = attacker_share(data, spec_a.fraction, c.seed, other)
+            # accuracy after the attack: on the owner's test images the attacker does not hold
+            held_x, held_y = share.test_x, share.test_y
             if spec_a.relabel is not None:
                 share = coarse_labels(share, spec_a.relabel)
             t0 = time.perf_counter()
@@ -333,10 +335,10 @@ def watermark_task(raw: Cell) -> dict[str, Any]:
                 )
                 m_out: dict[str, Any] = {
                     "test_accuracy": float(
-                        (qm.labels(data.test_x.float().div(255)) == data.test_y).float().mean()
+                        (qm.labels(held_x.float().div(255)) == held_y).float().mean()
                     )
                 }
-                normal = qm.inspect(data.test_x.float().div(255))
+                normal = qm.inspect(held_x.float().div(255))
                 m_out["false_alarm_rate"] = float(normal.flagged.float().mean())
                 if key is not None:
                     seen = qm.inspect(key.inputs)
@@ -368,7 +370,7 @@ def watermark_task(raw: Cell) -> dict[str, Any]:
                     attacked = attack(model, spec, share, config, False)
                 attacked = attacked.cpu().eval()
                 m_out = {
-                    "test_accuracy": evaluate(attacked, data.test_x, data.test_y),
+                    "test_accuracy": evaluate(attacked, held_x, held_y),
                     **key_metrics(attacked),
                     **({"ew": settings["ew"]} if "ew" in settings else {}),
                 }

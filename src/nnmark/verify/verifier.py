@@ -279,9 +279,11 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: Veri
             controls = None  # no room in the budget: a "found" is then refused for want of controls
         hit, control_rates = _ask_mixed(oracle, ctx, inputs[:n], labels[:n], controls)
         matches = int(hit.sum())
-        namba = _namba_auc(hit, inputs[:n], labels[:n], chance.p0, ctx) if test == "namba-auc" else None
-        if namba is not None:
-            decided["namba auc"] = namba[1]
+        namba = (
+            _namba_auc(hit, inputs[:n], labels[:n], chance.p0, chance.source, ctx)
+            if test == "namba-auc"
+            else None
+        )
         decision = stats.decide_binomial(matches, n, chance.p0, ctx.alpha)
         counted = (
             f"{matches}/{n} key answers match; a model never trained on the keys matches each with "
@@ -324,9 +326,19 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: Veri
                 "keys_sent": n,
                 "match_sequence": hit.int().tolist(),
                 **({"control_rates": control_rates} if control_rates is not None else {}),
-                **({"namba_auc": namba[0]} if namba is not None else {}),
+                **({"namba_auc": namba[0], "namba_auc_against": namba[1]} if namba is not None else {}),
             },
         )
+        if namba is not None:
+            shown = ", ".join(f"|K'| = {k}: {v:.2f}" for k, v in namba[0].items())
+            verdict = replace(
+                verdict,
+                notes=(
+                    f"Namba 2019's AUC over {NAMBA_DRAWS} re-drawn subsets of the keys sent ({shown}), "
+                    f"against {namba[1]}: a measure beside the verdict, not a deciding number "
+                    "(the subsets share keys)",
+                ),
+            )
     if scheme.shared_target and verdict.watermarked:
         groups = material.groups[order] if material.groups is not None else None
         verdict = _specific(scheme, key, oracle, ctx, verdict, inputs, labels, decided, groups)
@@ -340,17 +352,23 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: Veri
 
 
 def _namba_auc(
-    hit: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor, p0: float, ctx: VerifyContext
-) -> tuple[dict[str, float], dict[str, Any]]:
-    """Namba 2019 Sec. 3.2.1 (Fig. 2): for each |K'| in ``NAMBA_SIZES``, ``NAMBA_DRAWS`` subsets K'
-    drawn with replacement from the keys sent give the suspect's key accuracy and a clean model's;
-    the AUC of the two samples measures how well ``|K'|`` queries tell them apart. The clean model
-    is each of the verifier's ``--reference`` models in turn (drawn at random per K'), else a model
-    that matches each key with probability p0, the bound the verdict's binomial test uses.
+    hit: torch.Tensor,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    p0: float,
+    p0_source: str,
+    ctx: VerifyContext,
+) -> tuple[dict[str, float], str]:
+    """Namba 2019 Sec. 3.2.1 / 6.3 (Fig. 2): for each |K'| in ``NAMBA_SIZES``, ``NAMBA_DRAWS`` subsets
+    K' drawn with replacement from the keys sent; each K' is put to the suspect and to a clean model
+    (paired, as Namba queries f and f_K on the same K'), and the AUC of the two accuracy samples
+    measures how well |K'| queries tell them apart. The clean model is one of the verifier's
+    ``--reference`` models (drawn per K'), else a model matching each key with probability p0 (the
+    verdict's own p0, whoever's it is: ``p0_source``).
 
-    Re-drawing the same keys gives no error rate (the 30 draws are not independent): the AUC is
-    Namba's measure of verification performance, reported beside the verdict; the verdict is the
-    binomial test on every key sent."""
+    Evidence only, never a deciding number: the draws re-use the same keys (no error rate), and the
+    AUC mostly says whether the match rate beats p0 whatever the number of keys, so it can read 1.0
+    beside "no verdict" (few keys, failed controls). Returns the AUCs and what they were taken against."""
     gen = torch.Generator().manual_seed(ctx.seed())
     clean = (
         torch.stack([TorchOracle(m).labels(inputs) == labels for m, _ in ctx.references]).float()
@@ -359,11 +377,11 @@ def _namba_auc(
     )
     rates: dict[str, float] = {}
     for size in NAMBA_SIZES:
-        draws = (NAMBA_DRAWS, size)
-        suspect = hit.float()[torch.randint(len(hit), draws, generator=gen)].mean(1)
+        subsets = torch.randint(len(hit), (NAMBA_DRAWS, size), generator=gen)
+        suspect = hit.float()[subsets].mean(1)
         if clean is not None:
             model = torch.randint(len(clean), (NAMBA_DRAWS, 1), generator=gen)
-            negative = clean[model, torch.randint(len(hit), draws, generator=gen)].mean(1)
+            negative = clean[model, subsets].mean(1)
         else:
             negative = (
                 torch.binomial(
@@ -375,14 +393,9 @@ def _namba_auc(
     against = (
         f"the verifier's {len(clean)} reference model(s)"
         if clean is not None
-        else f"a model matching at p0 = {p0:.3f}"
+        else f"a model matching each key at p0 = {p0:.3f} (p0 from the {p0_source})"
     )
-    shown = ", ".join(f"|K'| = {k}: {v:.2f}" for k, v in rates.items())
-    how = (
-        f"Namba 2019 Sec. 3.2.1: AUC of key accuracy on {NAMBA_DRAWS} re-drawn subsets K' of the keys sent, "
-        f"suspect against {against}; a measure, not the verdict's test (the draws share keys)"
-    )
-    return rates, number(shown, VERIFIER if clean is not None else PROTOCOL, how)
+    return rates, against
 
 
 def _control_sets(scheme: Scheme, key: Key, ctx: VerifyContext) -> torch.Tensor | None:
