@@ -131,10 +131,11 @@ def test_calibrated_key_decides_and_later_calibration_goes_beside_the_key(runs):
     refs = [a for i in (1, 2, 3) for a in ("--reference", runs / f"clean{i}")]
     judged = nnmark("verify", "--key", runs / "wm", "--model", runs / "wm", *refs, "--json")
     assert json.loads(judged.stdout)["decided_by"]["p0"]["source"] == "verifier"
-    clean = nnmark(
-        "verify", "--key", runs / "wm" / "watermark.key", "--model", runs / "clean1", "--json", check=1
-    )
-    assert json.loads(clean.stdout)["watermarked"] is False
+    # a clean model: "not found" (exit 1), or "no verdict" (exit 2) when the 1-epoch calibration
+    # models answered the random secret's stamps often enough to leave p0 without power (seen once in
+    # CI: p = 1, no verdict); never "found"
+    clean = nnmark("verify", "--key", runs / "wm" / "watermark.key", "--model", runs / "clean1", "--json")
+    assert clean.returncode in (1, 2) and json.loads(clean.stdout)["watermarked"] is not True
     report = runs / "report.html"
     nnmark("verify", "--key", runs / "wm", "--model", runs / "wm", "--report", report, check=None)
     assert "Who decided each number" in report.read_text() and "control keys" in report.read_text()
