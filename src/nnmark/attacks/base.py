@@ -13,13 +13,14 @@ import abc
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch.nn.utils.parametrize import is_parametrized
 
-from nnmark.attacks.ew_inplace import ew_in_place
+from nnmark.attacks.ew_inplace import ew_in_place, run_ew_temperature
 from nnmark.data.base import ImageDataset
 from nnmark.errors import NnmarkError
 from nnmark.identity import OwnerKey, generate_owner
@@ -56,6 +57,21 @@ class EwParams(AttackParams):
         description="attack through EW layers at this temperature (Namba's f_K); "
         "default: the victim run's own EW temperature, 0 = plain layers",
     )
+
+
+def with_victim_ew(
+    attack_cls: type[Any], settings: dict[str, Any], run: str | Path
+) -> tuple[dict[str, Any], str | None]:
+    """``settings`` for an attack on the victim ``run``: an :class:`EwParams` attack without ``ew``
+    gets the temperature the victim was embedded with (:func:`run_ew_temperature`: the f_K Namba's
+    thief holds), and where it was read; ``None`` when the attack takes no ``ew``."""
+    params = getattr(attack_cls, "Params", None)
+    if not (isinstance(params, type) and issubclass(params, EwParams)):
+        return settings, None
+    if settings.get("ew") is not None:
+        return settings, "--set ew"
+    temperature, source = run_ew_temperature(run)
+    return {**settings, "ew": temperature}, source
 
 
 AP = TypeVar("AP", bound=AttackParams)

@@ -14,8 +14,7 @@ from typing import Any
 
 import torch
 
-from nnmark.attacks.base import ATTACKS, Claim, ClaimAttack, EwParams
-from nnmark.attacks.ew_inplace import run_ew_temperature
+from nnmark.attacks.base import ATTACKS, Claim, ClaimAttack, with_victim_ew
 from nnmark.data.base import ImageDataset
 from nnmark.errors import NnmarkError
 from nnmark.training import TrainConfig
@@ -102,13 +101,7 @@ def attack_run(
             "`nnmark serve --model RUN --defense autoencoder` and verify through --url"
         )
     attack_cls = ATTACKS.get(name)
-    settings = dict(settings or {})
-    ew_source = None
-    if issubclass(attack_cls.Params, EwParams):
-        if settings.get("ew") is None:  # the victim's own EW layers, as Namba's thief holds f_K
-            settings["ew"], ew_source = run_ew_temperature(model_run)
-        else:
-            ew_source = "--set ew"
+    settings, ew_source = with_victim_ew(attack_cls, dict(settings or {}), model_run)
     attack = attack_cls(**settings)
     given = [(Path(p), load_key(p)) for p in keys]
     attack.evaluator_keys = [k for _, k in given]

@@ -181,8 +181,7 @@ def watermark_task(raw: Cell) -> dict[str, Any]:
     import torch
 
     from nnmark.attacks import ATTACKS, ClaimAttack, attacker_share
-    from nnmark.attacks.base import EwParams, RemovalAttack
-    from nnmark.attacks.ew_inplace import run_ew_temperature
+    from nnmark.attacks.base import RemovalAttack, with_victim_ew
     from nnmark.data import load_dataset
     from nnmark.experiments import probes
     from nnmark.identity import generate_owner
@@ -354,10 +353,8 @@ def watermark_task(raw: Cell) -> dict[str, Any]:
                     if c.verify:
                         verdicts[label] = judge(key, qm, i + 1)
             else:
-                settings = spec_a.params()
-                if issubclass(ATTACKS.get(spec_a.name).Params, EwParams) and settings.get("ew") is None:
-                    # as `nnmark attack` does: through the victim's own EW layers (Namba's thief holds f_K)
-                    settings["ew"] = run_ew_temperature(run)[0] if key is not None else 0.0
+                # as `nnmark attack` does: through the victim's own EW layers (Namba's thief holds f_K)
+                settings, _ = with_victim_ew(ATTACKS.get(spec_a.name), spec_a.params(), run)
                 attack = cast(RemovalAttack[Any], ATTACKS.create(spec_a.name, **settings))
                 attack.owner_data = data  # the owner's step of an attack (transfer's recovery)
                 extra: dict[str, Any] = {}
