@@ -49,6 +49,12 @@ class AttackerData:
     info: dict[str, Any]
 
 
+def evaluation_images(n_test: int) -> int:
+    """Test images that always stay for measuring accuracy: :data:`MIN_EVALUATION`, or a fifth of the
+    test split if that is more (all of it when it is smaller); the rest may go to the attacker."""
+    return min(n_test, max(MIN_EVALUATION, n_test // 5))
+
+
 def attacker_data(
     owner: ImageDataset, fraction: float, seed: int, other: ImageDataset | None = None
 ) -> AttackerData:
@@ -61,7 +67,7 @@ def attacker_data(
     if other is None or other.name == owner.name:
         pool_x, pool_y = owner.test_x, owner.test_y
         n_test = len(pool_x)
-        keep = min(n_test, max(MIN_EVALUATION, n_test // 5))
+        keep = evaluation_images(n_test)
         if want > n_test - keep:
             raise NnmarkError(
                 f"the attacker's {fraction:g} share of {owner.name} is {want} images, but its held-out part "

@@ -92,12 +92,13 @@ def extraction_shares(scale: Scale, data: DataChoice) -> list[float]:
     (at most 40 % of the owner's training-set size; see nnmark.attacks.data)."""
     if scale.name == "tiny":
         return [SHARE]
+    from nnmark.attacks.data import evaluation_images
     from nnmark.data import load_dataset
 
     full = load_dataset(data.name, data.data_dir)
     n_train = min(scale.n_train or len(full.train_x), len(full.train_x))
     n_test = min(scale.n_test or len(full.test_x), len(full.test_x))
-    most = (n_test - min(n_test, max(100, n_test // 5))) / n_train
+    most = (n_test - evaluation_images(n_test)) / n_train
     top = min(0.4, math.floor(most * 100) / 100)
     return sorted({SHARE, top}) if top > SHARE else [SHARE]
 
