@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from nnmark.oracle import Oracle, TorchOracle
+from nnmark.verify import stats
 
 SCHEMES = ("zhang-content", "zhang-noise", "zhang-unrelated", "adi", "label-change", "zhong-new-label")
 STATE = {True: "found", False: "**not found**", None: "no verdict"}
@@ -46,16 +47,12 @@ GOAL_AUC = 0.6
 
 def auc(positive: torch.Tensor, negative: torch.Tensor) -> float:
     """Area under the ROC curve of scores ``positive`` (should be high) against ``negative``:
-    P(p > n) + ½ P(p = n) over all pairs, by the rank-sum (Mann–Whitney U) formula."""
-    from scipy.stats import rankdata
-
-    p = positive.detach().double().flatten().numpy()
-    n = negative.detach().double().flatten().numpy()
+    P(p > n) + ½ P(p = n) over all pairs (:func:`nnmark.verify.stats.auc`, the Mann–Whitney U)."""
+    p = positive.detach().double().flatten().tolist()
+    n = negative.detach().double().flatten().tolist()
     if len(p) == 0 or len(n) == 0:
         raise ValueError("AUC needs at least one positive and one negative score")
-    ranks = rankdata([*p, *n])  # average ranks for ties
-    u = float(ranks[: len(p)].sum()) - len(p) * (len(p) + 1) / 2
-    return u / (len(p) * len(n))
+    return stats.auc(p, n)
 
 
 class Recorder(Oracle):
