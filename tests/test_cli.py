@@ -121,7 +121,7 @@ def test_calibrated_key_decides_and_later_calibration_goes_beside_the_key(runs):
     } <= set(doc)
     # found, or no verdict when the 1-epoch model answers some control stamps too; never "not found"
     assert doc["watermarked"] is not False and doc["evidence"]["keys_sent"] == 40
-    assert doc["queries"] == 40 + 10 * 20  # the keys, and 10 control secrets x 20 keys in one stream
+    assert doc["queries"] == 40 + 20 * 20  # the keys, and 20 control secrets x 20 keys in one stream
     # owner mode: p0 from calibration.json, signed by the key's owner: the claimant's number
     assert doc["decided_by"]["p0"]["source"] == "claimant"
     assert "calibration.json signed by the key's owner" in doc["decided_by"]["p0"]["how"]

@@ -376,7 +376,7 @@ def test_verify_context_roles(world, tmp_path):
 
 def test_a_class_level_trigger_is_not_taken_for_the_owners_watermark(monkeypatch, capsys, world, tmp_path):
     """A model that sends every input to the target answers Alice's keys, and equally the control keys
-    the verifier stamps with texts of its own (10 secrets, each one unit): the behaviour is not
+    the verifier stamps with texts of its own (20 secrets, each one unit): the behaviour is not
     specific to Alice's key, so no verdict, while Alice's own model beats the controls and is found."""
     key = fresh_key_folder(world, tmp_path, "calibrated")
     found = []
@@ -384,7 +384,7 @@ def test_a_class_level_trigger_is_not_taken_for_the_owners_watermark(monkeypatch
         code, doc, _ = verify_json(monkeypatch, capsys, key, world[f"always{TARGET}"], "--test", test)
         assert doc["watermarked"] is None and code == 2, (test, doc["reason"])
         assert "not shown to be specific to this key" in doc["reason"]
-        assert doc["evidence"]["control_rates"] == [1.0] * 10  # every control key went to the target
+        assert doc["evidence"]["control_rates"] == [1.0] * 20  # every control key went to the target
         code, doc, _ = verify_json(monkeypatch, capsys, key, world["wm"], "--test", test)
         # Alice's own model: most control secrets' stamps miss the target (an occasional text close to
         # hers raises the bound and leaves the keys short of alpha: "no verdict", never "not found")
@@ -411,7 +411,7 @@ def test_keys_and_control_keys_go_out_in_one_shuffled_stream(world):
 
     nnmark.verify(key, Recording(model), context=verify_context(world["root"] / "calibrated", key))
     stream = torch.cat(sent)
-    assert len(stream) == KEYS + 10 * 20  # the keys and 10 control secrets x 20 keys, once each
+    assert len(stream) == KEYS + 20 * 20  # the keys and 20 control secrets x 20 keys, once each
     keys = {k.numpy().tobytes() for k in key.inputs}
     is_key = [row.numpy().tobytes() in keys for row in stream]
     assert sum(is_key) == KEYS

@@ -156,31 +156,51 @@ def test_every_stamp_beating_the_controls_is_not_enough_without_the_pooled_keys_
     assert v.watermarked is None and v.p_value > v.alpha, v.reason
 
 
-class LeakyReader(StampReader):
-    """Answers the target to about 40 % of the inputs that carry one of ``texts`` (those whose bytes
-    hash low: the same input always gets the same answer), class 0 to anything else: a model that
-    answers some texts a little more often than the control stamps (0 % here)."""
+class SpreadReader(nn.Module):
+    """Answers the target to an input stamped with any 2-letter text at that text's own rate, the same
+    input always the same way (by a hash of its bytes): ``rates`` for the texts it names, for any other
+    text a rate in [0, 0.6] drawn from the text's hash. A suspect whose answers to stamps spread, and
+    which answers the claimant's texts within that spread: nothing specific to the claimant's key."""
+
+    def __init__(self, rates: dict[str, float]) -> None:
+        super().__init__()
+        letters = [chr(c) for c in range(ord("A"), ord("Z") + 1)]
+        texts = [a + b for a in letters for b in letters]
+        self.masks = torch.stack([text_mask(t, SHAPE).bool() for t in texts]).flatten(1)
+        self.rates = torch.tensor(
+            [rates.get(t, 0.6 * hashlib.sha256(t.encode()).digest()[0] / 256) for t in texts]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = super().forward(x)
-        for i, row in enumerate(x):
-            if out[i, TARGET] == 1.0 and hashlib.sha256(row.numpy().tobytes()).digest()[0] >= 102:
-                out[i, TARGET], out[i, 0] = 0.0, 1.0
+        lit = (x.flatten(1) == 1.0).float()
+        covered = (lit @ self.masks.float().T) == self.masks.sum(1).float()  # every pixel of a mask lit
+        size = torch.where(covered, self.masks.sum(1).float(), torch.tensor(-1.0))
+        rate = torch.where(covered.any(1), self.rates[size.argmax(1)], torch.tensor(0.0))
+        draw = torch.tensor([hashlib.sha256(r.numpy().tobytes()).digest()[0] / 256 for r in x])
+        hit = draw < rate
+        out = torch.zeros(len(x), 10)
+        out[hit, TARGET] = 1.0
+        out[~hit, 0] = 1.0
         return out
 
 
-def test_a_big_key_does_not_carry_texts_the_suspect_answers_only_a_little_above_the_controls():
-    """Review of issue 8: the key's size is the claimant's choice. With 1,000 keys (250 a text), texts a
-    suspect answers at 40 % beat the control bound (about 0.29 after 10 x 0/20) at 1 % each and pooled at
-    alpha: "found". Each text is tested on its first STAMP_KEYS = 25 keys, which at 40 % do not."""
+def test_a_big_key_whose_texts_the_suspect_answers_within_the_controls_spread_is_not_found():
+    """Review of issue 8: the key's size is the claimant's choice. Here the suspect answers the stamps
+    of the verifier's control secrets at rates spread over [0, 0.6] and Mallory's four texts at 0.5
+    each, with 1,000 keys (250 a text). A binomial over every key at the controls' mean rate would call
+    that found (about 500 of 1,000 against roughly 0.3); each stamp is one unit whose beta-binomial
+    p-value is bounded by the controls' own tail however many keys it has, and only its first
+    STAMP_KEYS keys are counted: no verdict."""
     from nnmark.verify import verifier
 
     mallory = generate_owner("Mallory")
     entry = keysecret.new_secret("zhang-content", mallory, None)
     key = signed_key(mallory, entry, 1000, zhang.SECRET_STAMPS)
-    suspect = TorchOracle(LeakyReader(texts_of(keysecret.secret_from_entry(entry))))
-    v = verify(key, suspect, context=judge())
+    texts = texts_of(keysecret.secret_from_entry(entry))
+    v = verify(key, TorchOracle(SpreadReader(dict.fromkeys(texts, 0.5))), context=judge())
     rate = v.matches / v.evidence["keys_sent"]
-    assert 0.3 <= rate <= 0.5, rate
+    assert 0.35 <= rate <= 0.65, rate
+    controls = v.evidence["control_rates"]
+    assert len(controls) == verifier.CONTROL_SECRETS and max(controls) - min(controls) >= 0.3, controls
     assert all(n == verifier.STAMP_KEYS for _, n in v.evidence["stamp_matches"]), v.evidence
     assert v.watermarked is None and "every stamp" in v.reason, v.reason

@@ -62,12 +62,22 @@ class P0Bound:
     method: str
 
 
-def bound_p0(rates: Sequence[float], queries: int) -> P0Bound:
-    """Bound the chance match rate of an unseen clean model from per-model calibration rates.
+@dataclass(frozen=True)
+class BetaFit:
+    """A Beta(a, b) distribution of per-unit match rates, fitted by moments to 95 % upper confidence
+    limits of the mean and variance of the observed rates (beta-binomial view)."""
 
-    Needs at least :data:`MIN_REFERENCES` models: with one the spread between clean models is
-    unknown (measured: a one-model bound accused 12 of 1,680 held-out clean models at 1e-6).
-    """
+    a: float
+    b: float
+    mean: float
+    sd: float
+
+
+def beta_fit(rates: Sequence[float], queries: int) -> BetaFit:
+    """Fit :class:`BetaFit` to per-unit rates each measured on ``queries`` queries: the mean's
+    one-sided 95 % t upper limit and the variance's 95 % chi-square upper limit, so the fitted
+    distribution errs high and wide. The observed variance includes the binomial noise of ``queries``
+    queries (it is not subtracted: wider, so conservative); binomial noise is the least spread assumed."""
     if len(rates) < MIN_REFERENCES:
         raise ValueError(
             f"p0 needs at least {MIN_REFERENCES} clean reference models, got {len(rates)}: with fewer the "
@@ -75,7 +85,6 @@ def bound_p0(rates: Sequence[float], queries: int) -> P0Bound:
         )
     r = np.asarray(rates, dtype=float)
     m = len(r)
-    worst = clopper_pearson_upper(round(float(r.max()) * queries), queries, PREDICTIVE_QUANTILE)
     mean = float(r.mean())
     sd = float(r.std(ddof=1))
     mean_u = mean + float(stats.t.ppf(CONFIDENCE, m - 1)) * sd / math.sqrt(m)
@@ -84,14 +93,39 @@ def bound_p0(rates: Sequence[float], queries: int) -> P0Bound:
     # a Beta must have var < mean(1 - mean); binomial noise is the least spread we assume
     var_u = min(max(var_u, mean_u * (1 - mean_u) / (queries + 1)), mean_u * (1 - mean_u) * 0.999)
     concentration = mean_u * (1 - mean_u) / var_u - 1
-    a, b = mean_u * concentration, (1 - mean_u) * concentration
-    beta_q = float(stats.beta.ppf(PREDICTIVE_QUANTILE, a, b))
+    return BetaFit(mean_u * concentration, (1 - mean_u) * concentration, mean_u, math.sqrt(var_u))
+
+
+def bound_p0(rates: Sequence[float], queries: int) -> P0Bound:
+    """Bound the chance match rate of an unseen clean model from per-model calibration rates.
+
+    Needs at least :data:`MIN_REFERENCES` models: with one the spread between clean models is
+    unknown (measured: a one-model bound accused 12 of 1,680 held-out clean models at 1e-6).
+    """
+    fit = beta_fit(rates, queries)
+    worst = clopper_pearson_upper(round(float(max(rates)) * queries), queries, PREDICTIVE_QUANTILE)
+    beta_q = float(stats.beta.ppf(PREDICTIVE_QUANTILE, fit.a, fit.b))
     p0 = max(beta_q, worst)
     method = (
-        f"beta fit to {m} clean model(s) (95% upper mean {mean_u:.3f}, sd {math.sqrt(var_u):.3f}), "
+        f"beta fit to {len(rates)} clean model(s) (95% upper mean {fit.mean:.3f}, sd {fit.sd:.3f}), "
         f"{PREDICTIVE_QUANTILE:.1%} quantile {beta_q:.3f}; worst-model Clopper-Pearson {worst:.3f}"
     )
     return P0Bound(p0=min(p0, 1.0), method=method)
+
+
+def beta_binomial_p_value(matches: int, n: int, fit: BetaFit) -> float:
+    """P(X ≥ matches) for X ~ BetaBinomial(n, a, b): the p-value of one unit (a secret whose ``n``
+    keys share a rate drawn from ``fit``) answered ``matches`` times. Unlike a binomial at a plug-in
+    p0 it does not shrink with ``n`` below the Beta's own tail P(rate ≥ matches / n)."""
+    if matches <= 0:
+        return 1.0
+    return float(stats.betabinom.sf(matches - 1, n, fit.a, fit.b))
+
+
+def fisher_p_value(p_values: Sequence[float]) -> float:
+    """Fisher's combination of independent p-values: P(χ²(2k) ≥ −2 Σ ln p)."""
+    statistic = -2.0 * sum(math.log(max(p, 1e-300)) for p in p_values)
+    return float(stats.chi2.sf(statistic, 2 * len(p_values)))
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ ZHANG_TAU = 0.3
 ZHANG_QUERIES = 40
 SPRT_P1 = 0.8
 #: control keys: this many verifier secrets (the unit of the specificity test), this many keys each
-CONTROL_SECRETS = 10
+CONTROL_SECRETS = 20
 CONTROL_KEYS = 20
 #: level at which each stamp of a several-stamp key must beat the control bound (protocol); with the
 #: pooled keys at alpha, a claimant who shares j of K stamps with the suspect's owner passes with
@@ -453,13 +453,18 @@ def _specific(
     scheme could have planted. An SPRT that stopped early first sends the rest of its keys.
 
     Keys that carry several stamps (``groups``, aligned with ``inputs``: zhang-content's secret texts)
-    must also beat the bound stamp by stamp, each at ``STAMP_LEVEL`` on its first ``STAMP_KEYS``
-    keys (more keys would let a text the suspect answers only a little above the controls pass, and
-    the key's size is the claimant's choice). A claimant who ground secrets
-    until j of the K stamps are the owner's (about 19 bits each) needs the other K - j, which the
-    suspect answers as it answers control stamps, to pass too: probability at most
-    STAMP_LEVEL^(K - j), so at K = 4 each success costs more grinding than the 1/alpha tries that
-    any false claim needs (1e6 at j = 0; 2^19 x 1e6 at j = 1; ...)."""
+    are tested stamp by stamp, each stamp one unit exchangeable with a control secret under "the
+    claimant never trained this suspect": a Beta is fitted to the control rates (95 % upper limits of
+    their mean and variance, :func:`stats.beta_fit`), each stamp's p-value is the beta-binomial tail
+    of its matches on its first ``STAMP_KEYS`` keys (the key's size is the claimant's choice), and the
+    stamps' p-values pooled by Fisher's method must reach alpha and each stamp ``STAMP_LEVEL``. The
+    Beta's upper limits make its tail heavy when the control rates spread. A claimant who
+    ground secrets until j of the K stamps are the owner's (about 19 bits each) needs the other K - j,
+    which the suspect answers as it answers control stamps, to pass too: probability at most
+    STAMP_LEVEL^(K - j). Pooling one binomial over every key at the Beta's 99.9 % quantile instead
+    (before) left an honest owner "no verdict" in up to 9 of 10 verifications of a model whose
+    control stamps reach 0.36 (measured, dnn1, MNIST-5k, 4 epochs, 16 decoys); per-stamp units found
+    it in 92-100 % of simulated verifications."""
     evidence = verdict.evidence
     sequence = list(evidence.get("match_sequence") or [])
     matches, sent = verdict.matches, len(sequence) or int(evidence.get("keys_sent") or len(labels))
@@ -497,13 +502,26 @@ def _specific(
     for g in sorted(set(units.tolist())):
         first = answered[units == g][:STAMP_KEYS]
         per_stamp.append((int(first.sum()), len(first)))
-    p_control = stats.binomial_p_value(matches, sent, bound.p0)
-    p_stamp = max(stats.binomial_p_value(m, n, bound.p0) for m, n in per_stamp)
+    if len(per_stamp) > 1:
+        # each stamp is one unit, as each control secret is: its p-value is the beta-binomial tail of the
+        # control secrets' rates, the stamps' p-values are pooled by Fisher's method
+        fit = stats.beta_fit(rates, CONTROL_KEYS)
+        stamp_p = [stats.beta_binomial_p_value(m, n, fit) for m, n in per_stamp]
+        p_control, p_stamp = stats.fisher_p_value(stamp_p), max(stamp_p)
+        how = (
+            f"each stamp one unit: beta-binomial tail of a Beta fitted to the control rates (95% upper mean "
+            f"{fit.mean:.3f}, sd {fit.sd:.3f}), the stamps pooled by Fisher's method at alpha, each at "
+            f"{STAMP_LEVEL:g}"
+        )
+    else:
+        p_control = stats.binomial_p_value(matches, sent, bound.p0)
+        p_stamp = p_control
+        how = f"an unseen secret's rate bounded as p0 is ({bound.method}); the keys must beat it at alpha"
     shown = ", ".join(f"{r:.2f}" for r in rates)
     by_stamp = ", ".join(f"{m}/{n}" for m, n in per_stamp)
     stamps = (
         f"; each of the key's {len(per_stamp)} stamps ({by_stamp}, at most its first {STAMP_KEYS} keys) "
-        f"must beat it at {STAMP_LEVEL:g}: "
+        f"must beat the controls at {STAMP_LEVEL:g}: "
         f"largest p {p_stamp:.3g}"
         if len(per_stamp) > 1
         else ""
@@ -512,17 +530,17 @@ def _specific(
         f"{CONTROL_SECRETS} secrets x {CONTROL_KEYS} keys, target rates {shown}; bound {bound.p0:.3f}; keys "
         f"{matches}/{sent}, p = {p_control:.3g}{stamps}",
         VERIFIER,
-        f"keys of the same recipe from secrets the verifier drew; an unseen secret's rate bounded as "
-        f"p0 is ({bound.method}); the keys must beat it at alpha",
+        f"keys of the same recipe from secrets the verifier drew; {how}",
     )
     counted = (
         f"{verdict.reason}. Control keys of the same recipe from {CONTROL_SECRETS} secrets the verifier "
-        f"drew: target rates {shown}, an unseen secret's rate bounded by {bound.p0:.3f}"
+        f"drew: target rates {shown}"
+        + (f", an unseen secret's rate bounded by {bound.p0:.3f}" if len(per_stamp) == 1 else "")
     )
     evidence = {**evidence, "match_sequence": sequence, "keys_sent": sent, "control_rates": rates}
     if len(per_stamp) > 1:
         evidence["stamp_matches"] = [list(x) for x in per_stamp]
-    if p_control <= ctx.alpha and (len(per_stamp) == 1 or p_stamp <= STAMP_LEVEL):
+    if p_control <= ctx.alpha and p_stamp <= STAMP_LEVEL:
         return replace(
             verdict,
             matches=matches,
@@ -537,8 +555,8 @@ def _specific(
         p_value=max(verdict.p_value, p_control),
         evidence=evidence,
         reason=(
-            f"{counted}: the keys ({matches}/{sent}, p = {p_control:.3g}{stamps}) do not beat that bound at "
-            "alpha, or not with every stamp, "
+            f"{counted}: the keys ({matches}/{sent}, p = {p_control:.3g}{stamps}) do not beat the controls "
+            "at alpha, or not with every stamp, "
             "so the behaviour is not shown to be specific to this key: a class-level trigger that any "
             f"owner of {key.scheme} with the same target could have planted answers so too (no verdict)"
         ),
