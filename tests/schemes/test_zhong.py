@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 from dataclasses import replace
@@ -172,6 +173,11 @@ def test_own_model_found_at_one_in_a_million(runs: dict[str, Path], data: ImageD
     queries = {"first-hit": RANK_QUERIES, "binomial": RANK_QUERIES, "threshold": THRESHOLD_QUERIES}
     for test, n in queries.items():
         v = _verify(key, model, data, test=test, alpha=1e-6)
+        if test == "threshold" and v.watermarked is None and v.evidence["zhang_rule"] is False:
+            # Zhang's rule allows 12 misses in 40 fresh keys: at ~85 % key accuracy it fails about
+            # once in 20 (CI: 13/40); the rank test still finds the watermark, the verdict is no verdict
+            assert v.p_value <= 1e-6, v.reason
+            continue
         assert v.watermarked is True and v.p_value <= 1e-6, (test, v.reason, v.evidence)
         assert v.queries == n and v.p_value >= MIN_P
         assert len(v.evidence["owner_scores"]) == PATTERNS and len(v.evidence["control_scores"]) == CONTROLS
@@ -395,6 +401,32 @@ def test_threshold_needs_the_rank_test_too(data: ImageDataset) -> None:
     assert v.evidence["zhang_rule"] is True and v.evidence["zhang_misses"] == 0
     assert v.watermarked is not True and not math.isnan(v.p_value) and v.p_value == 1.0
     assert v.decided_by["tau"]["source"] == v.decided_by["threshold keys"]["source"] == "protocol"
+
+
+class _WeakenedDeltaOracle(TorchOracle):
+    """The watermarked model, except that about 40 % of its new-label answers (those whose input bytes
+    hash to 0 or 1 mod 5) become class 0: a weakened but real watermark."""
+
+    def _predict(self, x: torch.Tensor) -> torch.Tensor:
+        out = super()._predict(x)
+        delta = out.shape[1] - 1
+        for i, row in enumerate(x):
+            if out[i].argmax() == delta and hashlib.sha256(row.numpy().tobytes()).digest()[0] % 5 < 2:
+                out[i, 0] = out[i].max() + 1.0
+        return out
+
+
+def test_a_rank_test_find_that_zhangs_rule_misses_is_no_verdict_never_not_found(
+    runs: dict[str, Path], data: ImageDataset
+) -> None:
+    """CI: the owner's model drew 13/40 fresh-key misses under --test threshold while the rank test found
+    it (p = 3e-8), and the verdict was "not found". Zhang's rule failing beside a rank test that sees the
+    watermark is no verdict, as the Zhang schemes' threshold test says."""
+    key = load_key(runs["ours"])
+    v = _verify(key, _WeakenedDeltaOracle(load_model(runs["ours"])), data, test="threshold", alpha=1e-3)
+    assert v.evidence["zhang_rule"] is False, v.evidence["zhang_misses"]
+    assert v.p_value <= 1e-3, v.reason  # the rank test sees the watermark
+    assert v.watermarked is None and "Zhang's rule is not met" in v.reason, v.reason
 
 
 # -- keys and budgets --------------------------------------------------------------------------

@@ -464,8 +464,13 @@ class ZhongNewLabel(Scheme[ZhongParams]):
                 f"at most {ZHANG_TAU:.0%} may) and the rank test: " + reason
             )
             if found and not rule:
-                found = False
-                reason += "; the rank test alone would have found it, Zhang's rule did not"
+                # the rank test sees the watermark, Zhang's rule does not: neither "found" nor a "not
+                # found" that the data contradict (as the Zhang schemes' threshold test)
+                found = None
+                reason += (
+                    "; the rank test finds the watermark but Zhang's rule is not met (no verdict: use "
+                    "--test binomial)"
+                )
         verdict_reason = reason if not rank.why else f"{reason}. {rank.why}"
         return Verdict(
             key.scheme,
