@@ -155,6 +155,14 @@ class ZhangContentParams(_DecoyParams):
 
 class ZhangNoiseParams(_DecoyParams):
     noise_std: float = Field(0.4, gt=0.0, le=5.0, description="σ of the Gaussian noise on [0, 1] pixels")
+    decoys: int = Field(
+        8,
+        ge=0,
+        le=1024,
+        description="decoys per batch: batch images under fresh noise, keeping their labels, so the model "
+        "learns these noise keys and not noise (nnmark's addition; Zhang: 0). Decoys slow the keys down: "
+        "digit-cnn on MNIST-5k learnt 72 % of them in 5 epochs, 84 % in 10 (measured): train 10 or more",
+    )
 
 
 class ZhangUnrelatedParams(ZhangParams):
@@ -219,7 +227,7 @@ class _ZhangScheme(Scheme[ZP]):
 
 @register_scheme
 class ZhangContent(_ZhangScheme[ZhangContentParams]):
-    """WM_content (Zhang 2018): training images stamped with a visible "TEST", relabelled to a target."""
+    """WM_content (Zhang 2018): training images stamped with text (nnmark: 4 secret texts), relabelled."""
 
     name = "zhang-content"
     Params = ZhangContentParams
