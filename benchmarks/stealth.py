@@ -30,6 +30,7 @@ Benchmarks never gate CI.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -87,15 +88,18 @@ def measure_scheme(scheme: str, args: argparse.Namespace, root: Path) -> dict[st
     from nnmark.verify.verifier import verify
     from nnmark.workflow import embed_run, load_model
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from attacks import parse_scheme
+
     data = load_dataset("mnist5k")
-    run = root / scheme
-    settings: dict[str, Any] = {"target": 0} if scheme.startswith("zhang") else {}
-    calibrate = REGISTRY.get(scheme).default_calibration if scheme.startswith("zhang") else 0
+    name, settings = parse_scheme(scheme)  # e.g. "label-change:jitter=0.1"
+    run = root / scheme.replace(":", "_").replace(",", "_").replace("=", "")
+    calibrate = REGISTRY.get(name).default_calibration if name.startswith("zhang") else 0
     if args.quick and calibrate:
         calibrate = 3
     t0 = time.perf_counter()
     embed_run(
-        scheme,
+        name,
         settings,
         data,
         args.model,
@@ -205,7 +209,12 @@ def summary(rows: list[dict[str, Any]], names: list[str]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--schemes", nargs="*", default=list(SCHEMES))
+    ap.add_argument(
+        "--schemes",
+        nargs="*",
+        default=list(SCHEMES),
+        help="schemes, each with settings if wanted: label-change:jitter=0.1,keys=60",
+    )
     ap.add_argument("--model", default=None, help="architecture (default digit-cnn; --quick: dnn1)")
     ap.add_argument("--epochs", type=int, default=None, help="embedding epochs (default 5; --quick: 4)")
     ap.add_argument(
