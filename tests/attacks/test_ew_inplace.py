@@ -160,5 +160,8 @@ def test_attack_run_defaults_ew_to_the_victims_temperature(
     assert any("EW layers at T=2" in line for line in attack_lines("prune", tmp_path / "ew", results["ew"]))
     assert run(tmp_path / "ew", "again")["settings"]["ew"] == 2.0  # an attacked run keeps its T
     assert run(ew_run, "plain", ew=0)["ew"] == 0.0  # --set ew=0: the folded weights
+    # review of issue 9: another T than the victim's went through without a word
+    assert "folded at T=2" in run(ew_run, "other-t", ew=5)["ew_source"]
+    assert run(ew_run, "same-t", ew=2)["ew_source"] == "--set ew"
     assert run(label_change_run, "no-ew")["ew"] == 0.0  # embedded without EW
     assert not any("EW layers" in line for line in attack_lines("prune", tmp_path / "x", results["no-ew"]))

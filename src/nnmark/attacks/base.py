@@ -68,10 +68,17 @@ def with_victim_ew(
     params = getattr(attack_cls, "Params", None)
     if not (isinstance(params, type) and issubclass(params, EwParams)):
         return settings, None
-    if settings.get("ew") is not None:
-        return settings, "--set ew"
     temperature, source = run_ew_temperature(run)
-    return {**settings, "ew": temperature}, source
+    given = settings.get("ew")
+    if given is None:
+        return {**settings, "ew": temperature}, source
+    if float(given) != temperature and float(given) != 0.0:
+        # layers at another T than the weights were folded at: a different model, not f_K
+        return settings, (
+            f"--set ew, although the victim's weights were folded at T={temperature:g} ({source}): the "
+            "attack's EW layers are not the victim's"
+        )
+    return settings, "--set ew"
 
 
 AP = TypeVar("AP", bound=AttackParams)
