@@ -125,6 +125,8 @@ def test_reproduce_namba2019_tiny(tmp_path: Path) -> None:
     table = rows(tmp_path / "namba2019.csv")
     det = [r for r in table if r["table"] == "Table 1" and r["column"] == "[21]-noise" and "both" in r["row"]]
     assert det and det[0]["paper_value"] == "0.49" and det[0]["ours_mean"]
+    assert "paper's attacker: 1 %" in det[0]["note"]  # tiny's attacker holds 50 %: the row says so
+    assert not [r for r in table if r["table"] == "Fig. 2" and r["column"] == "|K′| = 30"]  # 30 = draws
     acc = find(table, table="Table 3", row="no watermark", column="MNIST / no inv.")
     assert acc["paper_value"] == "99.6"
     check_diff(acc)
@@ -225,3 +227,13 @@ def test_li2019_helpers_for_the_pirates_budget_and_the_student_task() -> None:
     data = load_dataset("mnist5k")
     coarse = coarse_labels(data, 5)
     assert coarse.num_classes == 5 and torch.equal(coarse.train_y, data.train_y // 2)
+
+
+def test_namba_paper_numbers_sit_beside_the_papers_attacker_share_only() -> None:
+    """Namba's MNIST numbers were measured with the attacker holding 1 % (GTSRB 5 %, CIFAR 10 %): a grid
+    with 1, 5 and 10 % shows them beside the 1 % rows only; a grid without 1 % beside its nearest share."""
+    from nnmark.experiments.reproduce.base import SCALES
+    from nnmark.experiments.reproduce.namba2019 import fractions, paper_fraction
+
+    assert fractions(SCALES["cpu"]) == [0.01, 0.05, 0.1] and paper_fraction(SCALES["cpu"]) == 0.01
+    assert paper_fraction(SCALES["quick"]) == fractions(SCALES["quick"])[0]
