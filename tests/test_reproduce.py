@@ -237,3 +237,53 @@ def test_namba_paper_numbers_sit_beside_the_papers_attacker_share_only() -> None
 
     assert fractions(SCALES["cpu"]) == [0.01, 0.05, 0.1] and paper_fraction(SCALES["cpu"]) == 0.01
     assert paper_fraction(SCALES["quick"]) == fractions(SCALES["quick"])[0]
+
+
+def test_li2019_pirate_found_reads_each_pirates_own_verdict() -> None:
+    from nnmark.experiments.reproduce.li2019 import pirate_found
+
+    def record(after: dict[str, object] | None) -> dict[str, object]:
+        return {"metrics": {"piracy": {"claim": {"pirate_verdict": {"after": after}}}}}
+
+    records = [
+        record({"watermarked": True}),
+        record({"watermarked": False}),
+        record({"watermarked": None}),  # no verdict: not "found"
+        record(None),  # refused / not measured: left out
+        {"metrics": {}},
+    ]
+    assert pirate_found(records, "piracy") == [1.0, 0.0, 0.0]
+    assert pirate_found(records, "piracy 2 epochs") == []
+
+
+def test_li2019_figs24_rows_read_the_from_scratch_curves() -> None:
+    """Figs. 2/4: per seed, the first epoch at which the model trained from scratch (same seed) reaches the
+    owner's model's accuracy after piracy and before it, the training cycles and seconds that takes."""
+    from nnmark.experiments.reproduce.base import SCALES, DataChoice
+    from nnmark.experiments.reproduce.li2019 import Li2019
+    from nnmark.experiments.reproduce.tables import Table
+
+    def owner(seed: int, before: float, after: float, found: bool | None) -> dict[str, object]:
+        claim = {"before": {"accuracy": before}, "after": {"accuracy": after},
+                 "pirate_verdict": {"after": {"watermarked": found}}}  # fmt: skip
+        return {"config": {"seed": seed}, "metrics": {"piracy": {"claim": claim}}}
+
+    def scratch(seed: int, curve: list[float]) -> dict[str, object]:
+        return {"config": {"seed": seed, "epochs": 2}, "metrics": {"model": {"epoch_curve": curve}},
+                "timings": {"model": {"seconds": 4.0}}}  # fmt: skip
+
+    owners = [owner(0, 0.85, 0.5, True), owner(1, 0.6, 0.75, False), owner(2, 0.95, 0.1, None)]
+    scratches = [scratch(0, [0.5, 0.9]), scratch(1, [0.7, 0.8]), scratch(2, [0.2, 0.4])]
+    table = Table("li2019", "Figs. 2/4", "t", "c")
+    scale = SCALES["tiny"]  # one pirate budget (1 epoch, stage "piracy"), 2 epochs from scratch, 20 images
+    Li2019()._figs24(table, "MNIST", False, owners, scratches, scale, DataChoice("mnist5k", None, "MNIST"))
+    got = {(r.row, r.column): r for r in table.rows}
+    pirate = "MNIST / pirate 1 epoch(s)"
+    assert got[pirate, "pirate found (its own verdict)"].values == [1.0, 0.0, 0.0]
+    assert got[pirate, "from scratch: epochs to reach this NC"].values == [1.0, 2.0, 1.0]
+    scratch_row = "MNIST / from scratch"
+    reach = got[scratch_row, "epochs to reach the victim's NC"]
+    assert reach.values == [2.0, 1.0] and reach.note == "not reached in 1 of 3 within 2 epochs"
+    assert got[scratch_row, "training cycles to reach the victim's NC"].values == [2.0, 1.0]  # 1 batch/epoch
+    assert got[scratch_row, "seconds to reach the victim's NC"].values == [4.0, 2.0]  # 2 s per epoch
+    assert got[scratch_row, "NC after 2 epochs"].values == [0.9, 0.8, 0.4]

@@ -5,6 +5,7 @@ that build or strip neurons: neuron pruning (Li Fig. 6) and fine-pruning (Liu et
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from nnmark.attacks import ATTACKS
 from nnmark.attacks.data import attacker_data
 from nnmark.attacks.measure import key_accuracy
 from nnmark.attacks.removal.distill import SoftTargets, extract
+from nnmark.attacks.removal.finetune import last_layer
 from nnmark.attacks.removal.neurons import hidden_layers
 from nnmark.attacks.run import attack_run
 from nnmark.data.base import ImageDataset
@@ -141,3 +143,31 @@ def test_transfer_then_the_owner_recovers_the_outputs(
     assert result.model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)  # the owner's outputs again
     assert metrics["attacker_data"]["source"] == "digits-mod-5 training split"
     assert metrics["verdicts"][0]["scheme"] == "zhang-content"
+
+
+def test_transfer_recovery_restores_the_owners_task(content_run: Path, owner_data: ImageDataset) -> None:
+    """Li Table 8: the owner retrains a fresh output layer (the student's body frozen) on its own
+    data; without that step the returned model's head is random, near chance on the owner's task."""
+    other = ImageDataset(
+        "digits-mod-5", owner_data.test_x[:200], owner_data.test_y[:200] // 2, owner_data.test_x[:0],
+        owner_data.test_y[:0], 5,
+    )  # fmt: skip
+    held_x, held_y = owner_data.test_x[500:], owner_data.test_y[500:]  # not the student's images
+
+    def transferred(recovery_epochs: int) -> tuple[nn.Module, dict[str, Any]]:
+        attack = ATTACKS.get("transfer")(layers="last", epochs=1, recovery_epochs=recovery_epochs)
+        attack.owner_data = owner_data
+        model = attack(load_model(content_run), load_spec(content_run), other, TrainConfig(seed=0), False)
+        return model, attack.report
+
+    recovered, report = transferred(6)  # Li's 6 epochs
+    unrecovered, _ = transferred(0)
+    assert report["recovery_epochs"] == 6 and report["student_classes"] == 5
+    acc, chance_acc = evaluate(recovered, held_x, held_y), evaluate(unrecovered, held_x, held_y)
+    assert chance_acc < 0.3  # measured 0.06: a random 10-class head on the student's body
+    assert acc > 0.7 and acc > chance_acc + 0.4  # measured 0.89 (victim 0.9): the owner's task is back
+    name = next(n for n, m in recovered.named_modules() if m is last_layer(recovered))
+    a, b = recovered.state_dict(), unrecovered.state_dict()
+    body = [k for k in a if k not in (f"{name}.weight", f"{name}.bias")]
+    assert all(torch.equal(a[k], b[k]) for k in body)  # the same student body, frozen in recovery
+    assert not torch.equal(a[f"{name}.weight"], b[f"{name}.weight"])  # only the head was retrained

@@ -26,7 +26,9 @@ from nnmark.attacks.summary import attack_lines
 from nnmark.data.base import ImageDataset
 from nnmark.io import load_spec
 from nnmark.models import build_model
+from nnmark.schemes.ew import apply_ew, fold_ew
 from nnmark.training import TrainConfig
+from nnmark.types import ModelSpec
 from nnmark.workflow import embed_run, load_model, model_spec
 
 #: every attack that changes the stolen model's weights, with 1-epoch settings
@@ -165,3 +167,28 @@ def test_attack_run_defaults_ew_to_the_victims_temperature(
     assert run(ew_run, "same-t", ew=2)["ew_source"] == "--set ew"
     assert run(label_change_run, "no-ew")["ew"] == 0.0  # embedded without EW
     assert not any("EW layers" in line for line in attack_lines("prune", tmp_path / "x", results["no-ew"]))
+
+
+def test_neuron_prune_with_ew_ranks_units_by_theta(owner_data: ImageDataset) -> None:
+    """Inside EW layers the thief's units are θ's (attacks.removal.neurons.unit_norms: Σ|θ|). Unlike
+    weight pruning, the two rankings of whole units differ: EW shrinks small θ_i much more than
+    large ones, so a unit of many small θ_i can have the larger Σ|θ| and the smaller Σ|EW(θ)|."""
+    temperature = 2.0
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2), nn.ReLU(), nn.Linear(2, 2))
+    theta = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.4, 0.4, 0.4, 0.0]])  # Σ|θ|: 1.0 and 1.2
+    with torch.no_grad():
+        model[1].weight.copy_(theta)
+        model[1].bias.fill_(0.1)
+    apply_ew(model, temperature)
+    fold_ew(model)  # the stored (folded) weights: Σ|w| = 1.0 and 1.2 · e^(-1.2) ≈ 0.36
+    folded = model[1].weight.detach().abs().sum(1)
+    assert folded[1] < folded[0]  # ranking by the folded weights would remove unit 1
+    spec = ModelSpec("toy", 2, (1, 2, 2), (0.0,), (1.0,))
+    attacked = ATTACKS.get("neuron-prune")(rate=0.5, ew=temperature)(
+        model, spec, owner_data, TrainConfig(seed=0), False
+    )
+    w = attacked[1].weight.detach()
+    # unit 0, θ's weakest (Σ|θ| = 1.0 < 1.2), is removed: weights and bias zero
+    assert torch.equal(w[0], torch.zeros(4)) and float(attacked[1].bias.detach()[0]) == 0.0
+    # unit 1 kept: its θ, refolded at the layer's new max|θ| = 0.4 (every θ_i of it), so EW(θ) = θ
+    assert torch.allclose(w[1], theta[1], atol=1e-5)

@@ -14,10 +14,12 @@ from torch import nn
 
 from nnmark.attacks import ATTACKS
 from nnmark.attacks.data import attacker_data
+from nnmark.attacks.measure import key_accuracy
 from nnmark.attacks.run import attack_run
 from nnmark.data.base import ImageDataset
 from nnmark.errors import NnmarkError
 from nnmark.io import load_spec, read_json
+from nnmark.keyfile import load_key
 from nnmark.training import TrainConfig, evaluate
 from nnmark.workflow import load_model
 
@@ -75,3 +77,28 @@ def test_sweep_needs_the_keys(content_run: Path, owner_data: ImageDataset, tmp_p
     with pytest.raises(NnmarkError, match="--key"):
         attack_run("prune", content_run, tmp_path / "o", owner_data, TrainConfig(), settings={"sweep": True})
     assert not (tmp_path / "o").exists()
+
+
+def test_sweep_prunes_every_rate_from_the_victim(
+    label_change_run: Path, owner_data: ImageDataset, tmp_path: Path
+) -> None:
+    """Rates are not cumulative: each q starts again from the victim's weights, so q = 0 after q = 0.9
+    (no retraining) is the victim itself: its accuracy the baseline and the model returned unpruned."""
+    victim = load_model(label_change_run)
+    result = attack_run(
+        "prune", label_change_run, tmp_path / "out", owner_data, TrainConfig(seed=0),
+        settings={"sweep": True, "rates": [0.9, 0.5, 0.0], "epochs": 0, "max_loss": 0.5},
+        keys=[label_change_run / "watermark.key"], progress=False,
+    )  # fmt: skip
+    rows = result.metrics["sweep"]
+    assert [r["rate"] for r in rows] == [0.9, 0.5, 0.0]
+    assert rows[2]["accuracy"] == result.metrics["sweep_baseline_accuracy"]  # q = 0: the victim itself
+    key = load_key(label_change_run / "watermark.key")
+    assert rows[2]["watermark_accuracy"] == pytest.approx(key_accuracy(victim, key))
+    assert rows[0]["accuracy"] < rows[2]["accuracy"] - 0.2  # q = 0.9 unretrained breaks dnn1
+    assert (
+        result.metrics["rate"]
+        == min((r for r in rows if r["allowed"]), key=lambda r: r["watermark_accuracy"])["rate"]
+    )
+    # the chosen rate's model (measured: q = 0.5) holds that share of zero weights, not a previous rate's
+    assert zero_share(result.model) == pytest.approx(result.metrics["rate"], abs=0.01)
