@@ -30,7 +30,7 @@ from typing import Any
 
 from nnmark.attacks.data import attacker_data
 from nnmark.attacks.defenses import wrap_oracle
-from nnmark.attacks.measure import key_accuracy
+from nnmark.attacks.measure import key_accuracy, oracle_key_accuracy
 from nnmark.attacks.run import attack_run
 from nnmark.attacks.summary import verdict_word
 from nnmark.data import load_dataset
@@ -74,11 +74,13 @@ p_value, seconds, note."""
 
 
 def oracle_verdict(oracle: Oracle, key_path: Path, data: ImageDataset) -> tuple[float, float, Verdict]:
-    """Test accuracy on ``data``'s test split, key-label match rate and owner-mode verdict (α 1e-6,
-    the scheme's default test) of the model behind ``oracle``."""
+    """Test accuracy on ``data``'s test split, watermark accuracy (the scheme's own measure,
+    :func:`~nnmark.attacks.measure.key_accuracy`, asked through ``oracle``: the same measure as the
+    removal attacks' rows) and owner-mode verdict (α 1e-6, the scheme's default test) of the model
+    behind ``oracle``."""
     key = load_key(key_path)
     acc = float((oracle.labels(data.test_x.float() / 255) == data.test_y).float().mean())
-    wm = float((oracle.labels(key.inputs) == key.labels).float().mean())
+    wm = oracle_key_accuracy(oracle, key)
     return acc, wm, verify(key, oracle, context=verify_context(key_path, key))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from nnmark.errors import NnmarkError
-from nnmark.oracle import TorchOracle
+from nnmark.oracle import Oracle, TorchOracle
 from nnmark.types import Key
 
 
@@ -21,3 +21,21 @@ def key_accuracy(model: torch.nn.Module, key: Key) -> float:
         except (NnmarkError, TypeError, ValueError, KeyError):  # a scheme that needs more than the key
             pass
     return float((TorchOracle(model.cpu()).labels(key.inputs) == key.labels).float().mean())
+
+
+class OracleModule(torch.nn.Module):
+    """An oracle seen as a module: ``forward`` returns the oracle's scores, so a scheme's own
+    measure (written for a model) runs through whatever stands in front of the model."""
+
+    def __init__(self, oracle: Oracle) -> None:
+        super().__init__()
+        self.oracle = oracle
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.oracle.scores(x)
+
+
+def oracle_key_accuracy(oracle: Oracle, key: Key) -> float:
+    """:func:`key_accuracy` of the model behind ``oracle`` as the oracle answers (a query defense,
+    a served model): the scheme's own measure, every query sent through the oracle."""
+    return key_accuracy(OracleModule(oracle), key)
