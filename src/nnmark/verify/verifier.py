@@ -515,7 +515,7 @@ def _specific(
         )
     else:
         p_control = stats.binomial_p_value(matches, sent, bound.p0)
-        p_stamp = p_control
+        p_stamp = 0.0  # one unit: the pooled test is the whole test
         how = f"an unseen secret's rate bounded as p0 is ({bound.method}); the keys must beat it at alpha"
     shown = ", ".join(f"{r:.2f}" for r in rates)
     by_stamp = ", ".join(f"{m}/{n}" for m, n in per_stamp)
