@@ -8,7 +8,6 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats as scipy_stats
 
 from nnmark.verify import stats
 
@@ -190,27 +189,3 @@ def test_auc_is_the_mann_whitney_share_with_ties_counting_half() -> None:
     assert stats.auc([0.5, 0.5], [0.5]) == 0.5  # ties: a coin toss
     assert stats.auc([0.3, 0.7], [0.5, 0.1, 0.7]) == pytest.approx((0 + 1 + 0 + 1 + 1 + 0.5) / 6)
     assert math.isnan(stats.auc([], [0.2]))
-
-
-def test_fisher_of_one_p_value_is_that_p_value_and_pools_several() -> None:
-    """Fisher's χ²(2k) of −2 Σ ln p: for one p-value exactly p; four p-values of 0.01 pool to about
-    1.2e-5 (zhang-content's four secret texts, each at STAMP_LEVEL)."""
-    for p in (0.5, 0.01, 1e-9):
-        assert stats.fisher_p_value([p]) == pytest.approx(p, rel=1e-9)
-    assert stats.fisher_p_value([0.01] * 4) == pytest.approx(1.2e-5, rel=0.05)
-    assert stats.fisher_p_value([1.0, 1.0]) == pytest.approx(1.0)
-
-
-def test_beta_binomial_p_value_never_falls_below_the_betas_own_tail() -> None:
-    """One unit's n keys share one rate: P(X ≥ n) = E[rate^n], which for a wide Beta stays far above a
-    binomial at the Beta's mean, and ≥ m of n matches never get rarer than P(rate ≥ m/n) allows."""
-    fit = stats.beta_fit([0.0, 0.1, 0.3, 0.05, 0.2], 20)
-    assert fit.mean > 0.13 and fit.a > 0 and fit.b > 0  # the 95 % upper mean is above the sample's 0.13
-    one = stats.beta_binomial_p_value(1, 1, fit)
-    assert one == pytest.approx(fit.a / (fit.a + fit.b))  # one key: the Beta's mean
-    for n in (25, 250, 2500):
-        p_all = stats.beta_binomial_p_value(n, n, fit)
-        assert p_all > stats.binomial_p_value(n, n, fit.mean) * 1e6
-    tail = float(scipy_stats.beta.sf(0.4, fit.a, fit.b))
-    assert stats.beta_binomial_p_value(1000, 2500, fit) == pytest.approx(tail, rel=0.3)
-    assert stats.beta_binomial_p_value(0, 25, fit) == 1.0

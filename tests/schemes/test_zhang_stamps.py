@@ -156,6 +156,36 @@ def test_every_stamp_beating_the_controls_is_not_enough_without_the_pooled_keys_
     assert v.watermarked is None and v.p_value > v.alpha, v.reason
 
 
+class LeakyReader(StampReader):
+    """Answers the target to about 40 % of the inputs that carry one of ``texts`` (those whose bytes
+    hash low: the same input always gets the same answer), class 0 to anything else: a model that
+    answers some texts a little more often than the control stamps (0 % here)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        for i, row in enumerate(x):
+            if out[i, TARGET] == 1.0 and hashlib.sha256(row.numpy().tobytes()).digest()[0] >= 102:
+                out[i, TARGET], out[i, 0] = 0.0, 1.0
+        return out
+
+
+def test_a_big_key_does_not_carry_texts_the_suspect_answers_only_a_little_above_the_controls():
+    """Review of issue 8: the key's size is the claimant's choice. With 1,000 keys (250 a text), texts a
+    suspect answers at 40 % beat the control bound (about 0.29 after 10 x 0/20) at 1 % each and pooled at
+    alpha: "found". Each text is tested on its first STAMP_KEYS = 25 keys, which at 40 % do not."""
+    from nnmark.verify import verifier
+
+    mallory = generate_owner("Mallory")
+    entry = keysecret.new_secret("zhang-content", mallory, None)
+    key = signed_key(mallory, entry, 1000, zhang.SECRET_STAMPS)
+    suspect = TorchOracle(LeakyReader(texts_of(keysecret.secret_from_entry(entry))))
+    v = verify(key, suspect, context=judge())
+    rate = v.matches / v.evidence["keys_sent"]
+    assert 0.3 <= rate <= 0.5, rate
+    assert all(n == verifier.STAMP_KEYS for _, n in v.evidence["stamp_matches"]), v.evidence
+    assert v.watermarked is None and "every stamp" in v.reason, v.reason
+
+
 class SpreadReader(nn.Module):
     """Answers the target to an input stamped with any 2-letter text at that text's own rate, the same
     input always the same way (by a hash of its bytes): ``rates`` for the texts it names, for any other
@@ -185,12 +215,11 @@ class SpreadReader(nn.Module):
 
 
 def test_a_big_key_whose_texts_the_suspect_answers_within_the_controls_spread_is_not_found():
-    """Review of issue 8: the key's size is the claimant's choice. Here the suspect answers the stamps
-    of the verifier's control secrets at rates spread over [0, 0.6] and Mallory's four texts at 0.5
-    each, with 1,000 keys (250 a text). A binomial over every key at the controls' mean rate would call
-    that found (about 500 of 1,000 against roughly 0.3); each stamp is one unit whose beta-binomial
-    p-value is bounded by the controls' own tail however many keys it has, and only its first
-    STAMP_KEYS keys are counted: no verdict."""
+    """The suspect answers the stamps of the verifier's control secrets at rates spread over [0, 0.6]
+    and Mallory's four texts at 0.5 each, with 1,000 keys (250 a text). A binomial over every key at
+    the controls' mean rate would call that found (about 500 of 1,000 against roughly 0.3); the bound
+    is the worst control's 99.9 % limit or above, and each text counts its first STAMP_KEYS keys only:
+    no verdict."""
     from nnmark.verify import verifier
 
     mallory = generate_owner("Mallory")

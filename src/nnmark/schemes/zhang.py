@@ -34,10 +34,10 @@ claimant who learns it (from the key shown in a dispute, or by searching with la
 queries) could grind about 460,000 signed secrets for a key with the same text, which the owner's
 model answers (hostile review: Mallory found on Alice's model, p = 5e-8). So a key carries
 ``stamps`` = 4 secret texts (about 75 bits; key i carries text i mod 4), the protocol fixes that
-number (a key with other stamps gets no verdict), and the specificity test takes each text as one
-unit beside the control secrets: each text's beta-binomial p-value under the control rates must
-reach 1 %, and the four pooled (Fisher) alpha (:func:`nnmark.verify.verifier._specific`): a forger
-who ground one of the owner's texts still needs the other 3 to pass, probability at most 1e-6.
+number (a key with other stamps gets no verdict), and the specificity test asks the keys to beat
+the control keys at alpha and each stamp's keys to beat them at 1 %
+(:func:`nnmark.verify.verifier._specific`): a forger who ground one of the owner's texts still
+needs the other 3 to pass (about 1e-6; the texts share one bound, so somewhat more).
 """
 
 from __future__ import annotations

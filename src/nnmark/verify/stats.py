@@ -113,21 +113,6 @@ def bound_p0(rates: Sequence[float], queries: int) -> P0Bound:
     return P0Bound(p0=min(p0, 1.0), method=method)
 
 
-def beta_binomial_p_value(matches: int, n: int, fit: BetaFit) -> float:
-    """P(X ≥ matches) for X ~ BetaBinomial(n, a, b): the p-value of one unit (a secret whose ``n``
-    keys share a rate drawn from ``fit``) answered ``matches`` times. Unlike a binomial at a plug-in
-    p0 it does not shrink with ``n`` below the Beta's own tail P(rate ≥ matches / n)."""
-    if matches <= 0:
-        return 1.0
-    return float(stats.betabinom.sf(matches - 1, n, fit.a, fit.b))
-
-
-def fisher_p_value(p_values: Sequence[float]) -> float:
-    """Fisher's combination of independent p-values: P(χ²(2k) ≥ −2 Σ ln p)."""
-    statistic = -2.0 * sum(math.log(max(p, 1e-300)) for p in p_values)
-    return float(stats.chi2.sf(statistic, 2 * len(p_values)))
-
-
 @dataclass(frozen=True)
 class Decision:
     """A test's outcome: ``watermarked`` None means no verdict (``why`` says why)."""

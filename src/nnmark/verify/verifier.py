@@ -28,9 +28,9 @@ SPRT_P1 = 0.8
 #: control keys: this many verifier secrets (the unit of the specificity test), this many keys each
 CONTROL_SECRETS = 20
 CONTROL_KEYS = 20
-#: level at which each stamp of a several-stamp key must beat the control bound (protocol); with the
-#: pooled keys at alpha, a claimant who shares j of K stamps with the suspect's owner passes with
-#: probability at most STAMP_LEVEL^(K - j) (see :func:`_specific`)
+#: level at which each stamp of a several-stamp key must beat the control bound (protocol): a claimant
+#: who shares j of K stamps with the suspect's owner needs the other K - j to pass too (they share one
+#: bound, so they tend to pass together: not STAMP_LEVEL^(K - j) exactly; see :func:`_specific`)
 STAMP_LEVEL = 0.01
 #: keys of each stamp that test it (the first sent, in the verifier's order): the protocol's 100 keys
 #: give each of 4 stamps 25; a claimant who writes more keys into its key does not make a text that
@@ -453,18 +453,18 @@ def _specific(
     scheme could have planted. An SPRT that stopped early first sends the rest of its keys.
 
     Keys that carry several stamps (``groups``, aligned with ``inputs``: zhang-content's secret texts)
-    are tested stamp by stamp, each stamp one unit exchangeable with a control secret under "the
-    claimant never trained this suspect": a Beta is fitted to the control rates (95 % upper limits of
-    their mean and variance, :func:`stats.beta_fit`), each stamp's p-value is the beta-binomial tail
-    of its matches on its first ``STAMP_KEYS`` keys (the key's size is the claimant's choice), and the
-    stamps' p-values pooled by Fisher's method must reach alpha and each stamp ``STAMP_LEVEL``. The
-    Beta's upper limits make its tail heavy when the control rates spread. A claimant who
-    ground secrets until j of the K stamps are the owner's (about 19 bits each) needs the other K - j,
-    which the suspect answers as it answers control stamps, to pass too: probability at most
-    STAMP_LEVEL^(K - j). Pooling one binomial over every key at the Beta's 99.9 % quantile instead
-    (before) left an honest owner "no verdict" in up to 9 of 10 verifications of a model whose
-    control stamps reach 0.36 (measured, dnn1, MNIST-5k, 4 epochs, 16 decoys); per-stamp units found
-    it in 92-100 % of simulated verifications."""
+    must also beat the bound stamp by stamp, each at ``STAMP_LEVEL`` on its first ``STAMP_KEYS``
+    keys (more keys would let a text the suspect answers only a little above the controls pass, and
+    the key's size is the claimant's choice). A claimant who ground secrets
+    until j of the K stamps are the owner's (about 19 bits each) needs the other K - j, which the
+    suspect answers as it answers control stamps, to pass too. The bound's floor, the worst control
+    secret's 99.9 % Clopper-Pearson limit, is what holds against texts one or two letters off the
+    owner's (their rates on the owner's model reach 0.95, a tail 20 control secrets rarely sample):
+    testing each text as a beta-binomial unit under a Beta fitted to the controls instead (tried,
+    hostile review) let a claimant who ground four such near-miss texts (about 2^33 signed secrets)
+    be "found" on the owner's model in 24 of 30 judge runs at 1e-6, against 0 of 30 with this
+    rule. The price is power on briefly trained models, whose control stamps spread: "no verdict",
+    never "not found"."""
     evidence = verdict.evidence
     sequence = list(evidence.get("match_sequence") or [])
     matches, sent = verdict.matches, len(sequence) or int(evidence.get("keys_sent") or len(labels))
@@ -502,26 +502,13 @@ def _specific(
     for g in sorted(set(units.tolist())):
         first = answered[units == g][:STAMP_KEYS]
         per_stamp.append((int(first.sum()), len(first)))
-    if len(per_stamp) > 1:
-        # each stamp is one unit, as each control secret is: its p-value is the beta-binomial tail of the
-        # control secrets' rates, the stamps' p-values are pooled by Fisher's method
-        fit = stats.beta_fit(rates, CONTROL_KEYS)
-        stamp_p = [stats.beta_binomial_p_value(m, n, fit) for m, n in per_stamp]
-        p_control, p_stamp = stats.fisher_p_value(stamp_p), max(stamp_p)
-        how = (
-            f"each stamp one unit: beta-binomial tail of a Beta fitted to the control rates (95% upper mean "
-            f"{fit.mean:.3f}, sd {fit.sd:.3f}), the stamps pooled by Fisher's method at alpha, each at "
-            f"{STAMP_LEVEL:g}"
-        )
-    else:
-        p_control = stats.binomial_p_value(matches, sent, bound.p0)
-        p_stamp = 0.0  # one unit: the pooled test is the whole test
-        how = f"an unseen secret's rate bounded as p0 is ({bound.method}); the keys must beat it at alpha"
+    p_control = stats.binomial_p_value(matches, sent, bound.p0)
+    p_stamp = max(stats.binomial_p_value(m, n, bound.p0) for m, n in per_stamp)
     shown = ", ".join(f"{r:.2f}" for r in rates)
     by_stamp = ", ".join(f"{m}/{n}" for m, n in per_stamp)
     stamps = (
         f"; each of the key's {len(per_stamp)} stamps ({by_stamp}, at most its first {STAMP_KEYS} keys) "
-        f"must beat the controls at {STAMP_LEVEL:g}: "
+        f"must beat it at {STAMP_LEVEL:g}: "
         f"largest p {p_stamp:.3g}"
         if len(per_stamp) > 1
         else ""
@@ -530,17 +517,17 @@ def _specific(
         f"{CONTROL_SECRETS} secrets x {CONTROL_KEYS} keys, target rates {shown}; bound {bound.p0:.3f}; keys "
         f"{matches}/{sent}, p = {p_control:.3g}{stamps}",
         VERIFIER,
-        f"keys of the same recipe from secrets the verifier drew; {how}",
+        f"keys of the same recipe from secrets the verifier drew; an unseen secret's rate bounded as "
+        f"p0 is ({bound.method}); the keys must beat it at alpha",
     )
     counted = (
         f"{verdict.reason}. Control keys of the same recipe from {CONTROL_SECRETS} secrets the verifier "
-        f"drew: target rates {shown}"
-        + (f", an unseen secret's rate bounded by {bound.p0:.3f}" if len(per_stamp) == 1 else "")
+        f"drew: target rates {shown}, an unseen secret's rate bounded by {bound.p0:.3f}"
     )
     evidence = {**evidence, "match_sequence": sequence, "keys_sent": sent, "control_rates": rates}
     if len(per_stamp) > 1:
         evidence["stamp_matches"] = [list(x) for x in per_stamp]
-    if p_control <= ctx.alpha and p_stamp <= STAMP_LEVEL:
+    if p_control <= ctx.alpha and (len(per_stamp) == 1 or p_stamp <= STAMP_LEVEL):
         return replace(
             verdict,
             matches=matches,
@@ -555,7 +542,7 @@ def _specific(
         p_value=max(verdict.p_value, p_control),
         evidence=evidence,
         reason=(
-            f"{counted}: the keys ({matches}/{sent}, p = {p_control:.3g}{stamps}) do not beat the controls "
+            f"{counted}: the keys ({matches}/{sent}, p = {p_control:.3g}{stamps}) do not beat that bound "
             "at alpha, or not with every stamp, "
             "so the behaviour is not shown to be specific to this key: a class-level trigger that any "
             f"owner of {key.scheme} with the same target could have planted answers so too (no verdict)"
