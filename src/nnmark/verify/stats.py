@@ -62,22 +62,12 @@ class P0Bound:
     method: str
 
 
-@dataclass(frozen=True)
-class BetaFit:
-    """A Beta(a, b) distribution of per-unit match rates, fitted by moments to 95 % upper confidence
-    limits of the mean and variance of the observed rates (beta-binomial view)."""
+def bound_p0(rates: Sequence[float], queries: int) -> P0Bound:
+    """Bound the chance match rate of an unseen clean model from per-model calibration rates.
 
-    a: float
-    b: float
-    mean: float
-    sd: float
-
-
-def beta_fit(rates: Sequence[float], queries: int) -> BetaFit:
-    """Fit :class:`BetaFit` to per-unit rates each measured on ``queries`` queries: the mean's
-    one-sided 95 % t upper limit and the variance's 95 % chi-square upper limit, so the fitted
-    distribution errs high and wide. The observed variance includes the binomial noise of ``queries``
-    queries (it is not subtracted: wider, so conservative); binomial noise is the least spread assumed."""
+    Needs at least :data:`MIN_REFERENCES` models: with one the spread between clean models is
+    unknown (measured: a one-model bound accused 12 of 1,680 held-out clean models at 1e-6).
+    """
     if len(rates) < MIN_REFERENCES:
         raise ValueError(
             f"p0 needs at least {MIN_REFERENCES} clean reference models, got {len(rates)}: with fewer the "
@@ -85,6 +75,7 @@ def beta_fit(rates: Sequence[float], queries: int) -> BetaFit:
         )
     r = np.asarray(rates, dtype=float)
     m = len(r)
+    worst = clopper_pearson_upper(round(float(r.max()) * queries), queries, PREDICTIVE_QUANTILE)
     mean = float(r.mean())
     sd = float(r.std(ddof=1))
     mean_u = mean + float(stats.t.ppf(CONFIDENCE, m - 1)) * sd / math.sqrt(m)
@@ -93,21 +84,11 @@ def beta_fit(rates: Sequence[float], queries: int) -> BetaFit:
     # a Beta must have var < mean(1 - mean); binomial noise is the least spread we assume
     var_u = min(max(var_u, mean_u * (1 - mean_u) / (queries + 1)), mean_u * (1 - mean_u) * 0.999)
     concentration = mean_u * (1 - mean_u) / var_u - 1
-    return BetaFit(mean_u * concentration, (1 - mean_u) * concentration, mean_u, math.sqrt(var_u))
-
-
-def bound_p0(rates: Sequence[float], queries: int) -> P0Bound:
-    """Bound the chance match rate of an unseen clean model from per-model calibration rates.
-
-    Needs at least :data:`MIN_REFERENCES` models: with one the spread between clean models is
-    unknown (measured: a one-model bound accused 12 of 1,680 held-out clean models at 1e-6).
-    """
-    fit = beta_fit(rates, queries)
-    worst = clopper_pearson_upper(round(float(max(rates)) * queries), queries, PREDICTIVE_QUANTILE)
-    beta_q = float(stats.beta.ppf(PREDICTIVE_QUANTILE, fit.a, fit.b))
+    a, b = mean_u * concentration, (1 - mean_u) * concentration
+    beta_q = float(stats.beta.ppf(PREDICTIVE_QUANTILE, a, b))
     p0 = max(beta_q, worst)
     method = (
-        f"beta fit to {len(rates)} clean model(s) (95% upper mean {fit.mean:.3f}, sd {fit.sd:.3f}), "
+        f"beta fit to {m} clean model(s) (95% upper mean {mean_u:.3f}, sd {math.sqrt(var_u):.3f}), "
         f"{PREDICTIVE_QUANTILE:.1%} quantile {beta_q:.3f}; worst-model Clopper-Pearson {worst:.3f}"
     )
     return P0Bound(p0=min(p0, 1.0), method=method)
