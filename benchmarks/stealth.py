@@ -78,6 +78,7 @@ def namba_score(detector: Any, x: torch.Tensor) -> torch.Tensor:
 
 def measure_scheme(scheme: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     from nnmark.attacks.defenses import defenses
+    from nnmark.attacks.measure import key_accuracy
     from nnmark.data import load_dataset
     from nnmark.io import load_spec
     from nnmark.keyfile import load_key, verify_context
@@ -128,7 +129,7 @@ def measure_scheme(scheme: str, args: argparse.Namespace, root: Path) -> dict[st
     row: dict[str, Any] = {
         "scheme": scheme,
         "keys_sent": len(sent),
-        "wm_acc": float((TorchOracle(model).labels(key.inputs) == key.labels).float().mean()),
+        "wm_acc": key_accuracy(model, key),  # the scheme's own measure
         "verdicts": {"none": STATE[plain.watermarked]},
     }
     for name in defenses():

@@ -182,6 +182,7 @@ def watermark_task(raw: Cell) -> dict[str, Any]:
 
     from nnmark.attacks import ATTACKS, ClaimAttack, attacker_share
     from nnmark.attacks.base import RemovalAttack, with_victim_ew
+    from nnmark.attacks.measure import OracleModule
     from nnmark.data import load_dataset
     from nnmark.experiments import probes
     from nnmark.identity import generate_owner
@@ -347,7 +348,10 @@ def watermark_task(raw: Cell) -> dict[str, Any]:
                         "both": float((seen.by_rec | seen.by_jsd).float().mean()),
                         "flagged": float(seen.flagged.float().mean()),
                     }
-                    m_out["watermark_accuracy"] = float((qm.labels(key.inputs) == key.labels).float().mean())
+                    # the scheme's own measure, as key_metrics takes it, asked through the defense
+                    m_out["watermark_accuracy"] = probes.scheme_for_key(key).watermark_accuracy(
+                        OracleModule(qm), key
+                    )
                     if clean_ref is not None:  # Namba Fig. 2: the suspect's answers through the defense
                         m_out["auc"] = probes.namba_auc(qm, clean_ref, key, c.seed)
                     if c.verify:
