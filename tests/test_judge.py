@@ -94,10 +94,11 @@ def world(tmp_path_factory: pytest.TempPathFactory, small_mnist: ImageDataset) -
     runs = {f"always{c}": constant_run(root / f"always{c}", small_mnist, c) for c in (0, 1, 2, TARGET)}
     # Alice's watermarked model: the registered mnist5k, so every verifier re-derives the key images
     # 16 decoys per batch (default 8) teach dnn1 Alice's texts and not the stamp. The control test's
-    # bound follows the worst of 20 control texts, and on about 1 model in 4 some reach 0.36 (dnn1, 60
-    # keys, 4 epochs): then all three tests gave no verdict in about 1 CI run in 10-20. With the
-    # protocol's 100 keys (25 a text) and 6 epochs, such a model is found by at least one test in
-    # about 98 % of verifications (simulated from 60 measured control texts on each of 7 models)
+    # bound follows the worst of 20 control texts, and a random text now and then draws the target
+    # 40-90 % of the time, which leaves that verification without a verdict. Measured with these
+    # settings (the protocol's 100 keys, 6 epochs): 29 of 48 verifications found (16 fresh models x 3
+    # tests), all three without a verdict for 1 model in 16 (with 60 keys and 4 epochs: about 1 CI run
+    # in 10-20); the test below therefore runs each test twice
     settings = {"keys": KEYS, "target": TARGET, "keys_per_batch": 12, "lr": 3e-3, "decoys": 16}
     wm = root / "wm"
     embed_run(
@@ -379,10 +380,11 @@ def test_verify_context_roles(world, tmp_path):
 def test_a_class_level_trigger_is_not_taken_for_the_owners_watermark(monkeypatch, capsys, world, tmp_path):
     """A model that sends every input to the target answers Alice's keys, and equally the control keys
     the verifier stamps with texts of its own (20 secrets, each one unit): the behaviour is not
-    specific to Alice's key, so no verdict, while Alice's own model beats the controls and is found."""
+    specific to Alice's key, so no verdict, while Alice's own model beats the controls and is found
+    (each test twice: one verification in three or so draws a control text near hers, see ``world``)."""
     key = fresh_key_folder(world, tmp_path, "calibrated")
     found = []
-    for test in ("binomial", "threshold", "sprt"):
+    for test in ("binomial", "threshold", "sprt") * 2:
         code, doc, _ = verify_json(monkeypatch, capsys, key, world[f"always{TARGET}"], "--test", test)
         assert doc["watermarked"] is None and code == 2, (test, doc["reason"])
         assert "not shown to be specific to this key" in doc["reason"]
