@@ -247,3 +247,33 @@ def test_a_cells_attacks_go_through_the_victims_ew_layers_as_nnmark_attack_does(
     }
     metrics = watermark_task(cell)["metrics"]
     assert metrics["through EW"]["ew"] == 2.0 and metrics["folded"]["ew"] == 0
+
+
+class _PixelModel(torch.nn.Module):
+    """Answers class 1 where the image's first pixel is above 0.5, class 0 elsewhere."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        on = (x.flatten(1)[:, 0] > 0.5).float()
+        return torch.stack([1 - on, on], 1)
+
+
+def test_probes_namba_auc_draws_each_subset_for_both_models() -> None:
+    """Namba 2019 Fig. 2 in the reproduction: the watermarked and the clean model answer the same K'
+    (paired, as the verifier's namba-auc does): one model against itself is a tie on every draw
+    (AUC exactly 0.5; unpaired draws scatter around it), a model right on every key beats one right
+    on half of them."""
+    from nnmark.experiments.probes import namba_auc
+    from nnmark.types import Key
+
+    x = torch.zeros(40, 1, 2, 2)
+    x[::2, 0, 0, 0] = 1.0  # half the keys answered 1 by the clean model, half 0
+    key = Key("label-change", {}, (1, 2, 2), 2, x, torch.ones(40, dtype=torch.long))
+    same = namba_auc(_PixelModel(), _PixelModel(), key, seed=3)
+    assert same == {k: 0.5 for k in ("5", "10", "20", "30")}
+
+    class Right(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.tensor([[0.0, 1.0]]).expand(len(x), 2)
+
+    better = namba_auc(Right(), _PixelModel(), key, seed=3, sizes=(5, 20))
+    assert better["20"] > 0.99 and 0.9 < better["5"] <= 1.0

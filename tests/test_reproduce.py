@@ -287,3 +287,39 @@ def test_li2019_figs24_rows_read_the_from_scratch_curves() -> None:
     assert got[scratch_row, "training cycles to reach the victim's NC"].values == [2.0, 1.0]  # 1 batch/epoch
     assert got[scratch_row, "seconds to reach the victim's NC"].values == [4.0, 2.0]  # 2 s per epoch
     assert got[scratch_row, "NC after 2 epochs"].values == [0.9, 0.8, 0.4]
+
+
+@pytest.mark.parametrize("scale_name", ["quick", "cpu", "full"])
+def test_every_attackers_share_fits_the_held_out_split(
+    scale_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each attack a reproduction runs draws its images from the held-out split (Namba Sec. 6.1.1:
+    never the owner's training images), so its share must leave the evaluation images; a share that
+    does not fit fails every such cell at run time (Zhong's fine-tuning at 50 % of the training set
+    did, at every scale but the tests' tiny one). Fashion-MNIST's split sizes stand in for its files
+    where the machine has none."""
+    from nnmark.attacks.data import evaluation_images
+    from nnmark.experiments.reproduce import base, reproductions
+
+    sizes = {"mnist5k": (4000, 1000), "fashion-mnist": (60000, 10000)}
+
+    def split_sizes(scale: base.Scale, data: base.DataChoice) -> tuple[int, int]:
+        n_train, n_test = sizes[data.name]
+        return min(scale.n_train or n_train, n_train), min(scale.n_test or n_test, n_test)
+
+    monkeypatch.setattr(base, "split_sizes", split_sizes)
+    for module in ("zhong2020", "li2019", "namba2019", "zhang2018"):
+        monkeypatch.setattr(f"nnmark.experiments.reproduce.{module}.split_sizes", split_sizes, raising=False)
+    scale = base.get_scale(scale_name)
+    checked = 0
+    for data in (base.DataChoice("mnist5k", None, "MNIST"), base.DataChoice("fashion-mnist", None, "F")):
+        for paper, repro in reproductions().items():
+            for cell in repro.cells(scale, [data]):
+                n_train, n_test = split_sizes(scale, data)
+                for attack in cell.get("attacks", []):
+                    if attack.get("attacker_data") or attack.get("source") == "uniform":
+                        continue
+                    want = max(1, round(n_train * attack.get("fraction", 0.1)))
+                    assert want <= n_test - evaluation_images(n_test), (paper, data.name, attack)
+                    checked += 1
+    assert checked > 0

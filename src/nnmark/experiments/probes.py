@@ -16,7 +16,7 @@ from nnmark.oracle import Oracle, TorchOracle
 from nnmark.schemes import SCHEMES
 from nnmark.training import TrainConfig, TrainResult, evaluate
 from nnmark.types import Key
-from nnmark.verify.stats import auc
+from nnmark.verify.verifier import paired_subset_auc
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -124,18 +124,6 @@ def zhong_fresh_key_accuracy(key: Key, model: torch.nn.Module, data: ImageDatase
     return float((TorchOracle(model.cpu()).labels(keys) == new_label(key)).float().mean())
 
 
-def key_accuracy_draws(
-    model: torch.nn.Module | Oracle, key: Key, size: int, draws: int, seed: int
-) -> list[float]:
-    """Accuracy of ``model`` (or of the answers of an oracle, e.g. a query-modification defense in
-    front of it) on ``draws`` bootstrap draws K' (with replacement) of ``size`` keys."""
-    oracle = TorchOracle(model.cpu()) if isinstance(model, torch.nn.Module) else model
-    hit = (oracle.labels(key.inputs) == key.labels).float()
-    gen = torch.Generator().manual_seed(seed + 4242)
-    idx = torch.randint(len(hit), (draws, size), generator=gen)
-    return [float(v) for v in hit[idx].mean(1)]
-
-
 def namba_auc(
     marked: torch.nn.Module | Oracle,
     clean: torch.nn.Module,
@@ -143,10 +131,11 @@ def namba_auc(
     seed: int,
     sizes: tuple[int, ...] = (5, 10, 20, 30),
 ) -> dict[str, float]:
-    """Namba 2019 Sec. 3.2.1: AUC of key accuracy on 30 draws K' ⊂ K, watermarked against clean."""
-    return {
-        str(k): auc(
-            key_accuracy_draws(marked, key, k, 30, seed), key_accuracy_draws(clean, key, k, 30, seed + 1)
-        )
-        for k in sizes
-    }
+    """Namba 2019 Sec. 3.2.1 (Fig. 2): AUC of key accuracy on 30 draws K' ⊂ K, each K' put to the
+    watermarked model (or the answers of an oracle, e.g. a query-modification defense in front of
+    it) and to the clean one; paired draws, as the verifier's ``--test namba-auc`` takes them."""
+    answers = TorchOracle(marked.cpu()) if isinstance(marked, torch.nn.Module) else marked
+    hit = answers.labels(key.inputs) == key.labels
+    clean_hit = (TorchOracle(clean.cpu()).labels(key.inputs) == key.labels)[None]
+    gen = torch.Generator().manual_seed(seed + 4242)
+    return {str(k): paired_subset_auc(hit, clean_hit, 0.0, k, 30, gen) for k in sizes}

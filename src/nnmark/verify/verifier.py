@@ -351,6 +351,29 @@ def match_verdict(scheme: Scheme, key: Key, oracle: Oracle, test: str, ctx: Veri
     )
 
 
+def paired_subset_auc(
+    hit: torch.Tensor,
+    clean: torch.Tensor | None,
+    p0: float,
+    size: int,
+    draws: int,
+    gen: torch.Generator,
+) -> float:
+    """Namba 2019 Sec. 3.2.1: ``draws`` subsets K' of ``size`` keys, drawn with replacement; each K'
+    is scored on the suspect (``hit``: one 0/1 per key) and on a clean model (a row of ``clean``,
+    R×keys, drawn per K'; paired, as Namba queries f and f_K on the same K'), or, with no clean
+    model, as a binomial draw at p0. Returns the AUC of the two accuracy samples."""
+    subsets = torch.randint(len(hit), (draws, size), generator=gen)
+    suspect = hit.float()[subsets].mean(1)
+    if clean is not None:
+        model = torch.randint(len(clean), (draws, 1), generator=gen)
+        negative = clean.float()[model, subsets].mean(1)
+    else:
+        trials = torch.full((draws,), float(size))
+        negative = torch.binomial(trials, torch.full((draws,), p0), generator=gen) / size
+    return stats.auc(suspect.tolist(), negative.tolist())
+
+
 def _namba_auc(
     hit: torch.Tensor,
     inputs: torch.Tensor,
@@ -375,21 +398,7 @@ def _namba_auc(
         if ctx.references
         else None
     )
-    rates: dict[str, float] = {}
-    for size in NAMBA_SIZES:
-        subsets = torch.randint(len(hit), (NAMBA_DRAWS, size), generator=gen)
-        suspect = hit.float()[subsets].mean(1)
-        if clean is not None:
-            model = torch.randint(len(clean), (NAMBA_DRAWS, 1), generator=gen)
-            negative = clean[model, subsets].mean(1)
-        else:
-            negative = (
-                torch.binomial(
-                    torch.full((NAMBA_DRAWS,), float(size)), torch.full((NAMBA_DRAWS,), p0), generator=gen
-                )
-                / size
-            )
-        rates[str(size)] = stats.auc(suspect.tolist(), negative.tolist())
+    rates = {str(size): paired_subset_auc(hit, clean, p0, size, NAMBA_DRAWS, gen) for size in NAMBA_SIZES}
     against = (
         f"the verifier's {len(clean)} reference model(s)"
         if clean is not None

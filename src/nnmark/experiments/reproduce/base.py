@@ -99,6 +99,22 @@ def available_datasets(scale: Scale, data_dir: str | None) -> tuple[list[DataCho
     return chosen, notes
 
 
+def split_sizes(scale: Scale, data: DataChoice) -> tuple[int, int]:
+    """The training and test images a cell of ``scale`` has on ``data`` (the scale's caps applied)."""
+    from nnmark.data import load_dataset
+
+    full = load_dataset(data.name, data.data_dir)
+    n_train, n_test = len(full.train_x), len(full.test_x)
+    return min(scale.n_train or n_train, n_train), min(scale.n_test or n_test, n_test)
+
+
+def held_out_fraction(scale: Scale, data: DataChoice, share: float = 0.5) -> float:
+    """The attack ``fraction`` (a share of the owner's training-set size, :mod:`nnmark.attacks.data`)
+    that gives the attacker ``share`` of the held-out split, the rest staying to measure accuracy."""
+    n_train, n_test = split_sizes(scale, data)
+    return round(share * n_test) / n_train
+
+
 class Reproduction(abc.ABC):
     """One paper: the cells to run and the tables/figures made from their records."""
 
