@@ -277,3 +277,27 @@ def test_probes_namba_auc_draws_each_subset_for_both_models() -> None:
 
     better = namba_auc(Right(), _PixelModel(), key, seed=3, sizes=(5, 20))
     assert better["20"] > 0.99 and 0.9 < better["5"] <= 1.0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the device through CUDA's absence")
+def test_the_grids_device_reaches_the_cells_training(tmp_path: Path) -> None:
+    """``--device`` is where every cell's models train (issue 11: several small models at once on one
+    GPU): a device this machine lacks fails the cell at training (so it was used, not ignored); the
+    runner and the command refuse it in one line before writing anything; the cell's id does not
+    depend on it."""
+    cell = {"task": "watermark", "n_train": 60, "n_test": 100, "epochs": 1, "verify": False}
+    rec = run_cell(cell, device="cuda:0")
+    assert rec["status"] == FAILED and "CUDA is not available" in rec["error"]
+    assert rec["id"] == run_cell(cell)["id"] and run_cell(cell)["status"] == OK
+    with pytest.raises(NnmarkError, match="CUDA is not available"):
+        run_cells([cell], tmp_path / "r", workers=0, progress=False, device="cuda")
+    assert not (tmp_path / "r").exists()
+    grid = tmp_path / "g.yaml"
+    grid.write_text("task: echo\naxes: {value: [1]}\n")
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "nnmark.cli", "grid", "run", str(grid), "--results", str(tmp_path / "r2")]
+    res = subprocess.run([*cmd, "--device", "cuda"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "CUDA is not available" in res.stderr + res.stdout
+    assert not (tmp_path / "r2").exists()

@@ -35,6 +35,13 @@ WorkersOpt = Annotated[
 AddressOpt = Annotated[
     str | None, typer.Option(help="Ray cluster address (default: start a local Ray instance)")
 ]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        help="where the cells' models train: cpu, cuda, cuda:N or auto (on one GPU every worker "
+        "process trains there, several small models at once); not part of a cell's id"
+    ),
+]
 
 
 @grid_app.command("run")
@@ -46,6 +53,7 @@ def grid_run(
     backend: BackendOpt = Backend("local"),
     workers: WorkersOpt = None,
     address: AddressOpt = None,
+    device: DeviceOpt = "cpu",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list the cells and exit")] = False,
 ) -> None:
     """Expand FILE into cells and run those without an "ok" record in --results (failed ones run again).
@@ -65,7 +73,13 @@ def grid_run(
 
     check_backend(backend.value)  # a missing extra: one line, before --results is made
     report = run_cells(
-        cells, results, backend=backend.value, workers=workers, address=address, title=spec.name
+        cells,
+        results,
+        backend=backend.value,
+        workers=workers,
+        address=address,
+        title=spec.name,
+        device=device,
     )
     out.print(
         f"{spec.name}: {report.total} cells, {report.skipped} already done, {report.ran} run, "
@@ -96,6 +110,7 @@ def reproduce(
     backend: BackendOpt = Backend("local"),
     workers: WorkersOpt = None,
     address: AddressOpt = None,
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Reproduce a paper's tables (Markdown, CSV) and figures (PNG) beside its published numbers.
 
@@ -114,6 +129,7 @@ def reproduce(
         backend=backend.value,
         workers=workers,
         address=address,
+        device=device,
     )
     for path in written:
         out.print(f"wrote {path}", markup=False)

@@ -30,15 +30,18 @@ from nnmark.registry import Registry
 
 log = logging.getLogger(__name__)
 
-Task = Callable[[Cell], dict[str, Any]]
+#: a cell task: the cell and the torch device its models train on ("cpu", "cuda", "cuda:N", "auto")
+Task = Callable[[Cell, str], dict[str, Any]]
 TASKS: Registry[Task] = Registry("cell task")
 
 #: metrics.json entries that are timings or provenance, not results (kept under ``timings``)
 TIMING_KEYS = ("seconds", "images_per_second", "created", "device", "pretrain_seconds")
 
 
-def run_cell(cell: Cell) -> dict[str, Any]:
-    """Run ``cell`` with one torch thread; return its record (status ``failed`` with the error on failure)."""
+def run_cell(cell: Cell, device: str = "cpu") -> dict[str, Any]:
+    """Run ``cell`` with one torch thread, its models trained on ``device`` (everything else on the
+    CPU); return its record (status ``failed`` with the error on failure). The device is how a cell
+    runs, not what it is: it is not part of the cell's id, and the record's timings name it."""
     import torch
 
     torch.set_num_threads(1)
@@ -46,7 +49,7 @@ def run_cell(cell: Cell) -> dict[str, Any]:
     t0 = time.perf_counter()
     record: dict[str, Any] = {"id": cell_id(cell), "config": cell, "versions": versions()}
     try:
-        out = TASKS.get(str(cell.get("task", "watermark")))(cell)
+        out = TASKS.get(str(cell.get("task", "watermark")))(cell, device)
         record.update(status=OK, metrics=out.get("metrics", {}), verdicts=out.get("verdicts", {}))
         timings = out.get("timings", {})
     except Exception as e:  # a failed cell is recorded and the grid goes on
@@ -176,7 +179,7 @@ def verdict_json(v: Any) -> dict[str, Any]:
 
 
 @TASKS.register("watermark")
-def watermark_task(raw: Cell) -> dict[str, Any]:
+def watermark_task(raw: Cell, device: str = "cpu") -> dict[str, Any]:
     """Train (clean) or embed, then attack; metrics and verdicts at every step (module docstring)."""
     import torch
 
@@ -205,7 +208,7 @@ def watermark_task(raw: Cell) -> dict[str, Any]:
     data = subset_data(c.dataset, c.data_dir, c.n_train, c.n_test)
     if c.train_share is not None:
         data = attacker_share(data, c.train_share, c.seed)
-    base = TrainConfig(epochs=c.epochs, seed=c.seed)
+    base = TrainConfig(epochs=c.epochs, seed=c.seed, device=device)
     metrics: dict[str, Any] = {}
     verdicts: dict[str, Any] = {}
     timings: dict[str, Any] = {}
@@ -330,7 +333,7 @@ def watermark_task(raw: Cell) -> dict[str, Any]:
             if spec_a.name == "query-modification":
                 from nnmark.attacks.query import QueryModification
 
-                qm = QueryModification(model, seed=c.seed, **spec_a.params()).fit(
+                qm = QueryModification(model, seed=c.seed, **{"device": device, **spec_a.params()}).fit(
                     share.train_x, progress=False
                 )
                 m_out: dict[str, Any] = {
@@ -442,13 +445,13 @@ def steps_per_epoch(data: Any, config: Any) -> int:
 
 
 @TASKS.register("fail")
-def fail_task(raw: Cell) -> dict[str, Any]:
+def fail_task(raw: Cell, device: str = "cpu") -> dict[str, Any]:
     """A task that always fails (for checking that a grid goes on past a failed cell)."""
     raise RuntimeError(str(raw.get("message", "this cell fails on purpose")))
 
 
 @TASKS.register("echo")
-def echo_task(raw: Cell) -> dict[str, Any]:
+def echo_task(raw: Cell, device: str = "cpu") -> dict[str, Any]:
     """A task that returns its cell's ``value`` (and sleeps ``sleep`` s): tests runners without training."""
     time.sleep(float(raw.get("sleep", 0.0)))
     return {"metrics": {"value": raw.get("value")}}

@@ -47,11 +47,11 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _local(cells: Sequence[Cell], workers: int) -> Iterator[dict[str, Any]]:
+def _local(cells: Sequence[Cell], workers: int, device: str) -> Iterator[dict[str, Any]]:
     """Records in completion order; ``workers`` = 0 runs the cells in this process, one by one."""
     if workers == 0:
         for cell in cells:
-            yield run_cell(cell)
+            yield run_cell(cell, device)
         return
     import multiprocessing as mp
 
@@ -66,7 +66,7 @@ def _local(cells: Sequence[Cell], workers: int) -> Iterator[dict[str, Any]]:
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
     pending: set[Future[dict[str, Any]]] = set()
     try:
-        pending = {pool.submit(run_cell, c) for c in cells}
+        pending = {pool.submit(run_cell, c, device) for c in cells}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in done:
@@ -75,7 +75,7 @@ def _local(cells: Sequence[Cell], workers: int) -> Iterator[dict[str, Any]]:
         pool.shutdown(wait=not pending, cancel_futures=True)
 
 
-def _ray(cells: Sequence[Cell], workers: int, address: str | None) -> Iterator[dict[str, Any]]:
+def _ray(cells: Sequence[Cell], workers: int, address: str | None, device: str) -> Iterator[dict[str, Any]]:
     """Records from Ray tasks (one CPU, one torch thread each); a local Ray instance with
     ``workers`` CPUs when no ``address`` is given."""
     import ray  # run_cells checked the extra (check_backend)
@@ -89,7 +89,7 @@ def _ray(cells: Sequence[Cell], workers: int, address: str | None) -> Iterator[d
         started = True
     try:
         remote = ray.remote(num_cpus=1, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})(run_cell)
-        pending = [remote.remote(c) for c in cells]
+        pending = [remote.remote(c, device) for c in cells]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:
@@ -121,13 +121,19 @@ def run_cells(
     progress: bool = True,
     title: str = "grid",
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    device: str = "cpu",
 ) -> GridReport:
-    """Run every cell of ``cells`` not yet finished in ``results`` and write its record there.
+    """Run every cell of ``cells`` not yet finished in ``results`` and write its record there, the
+    cells' models trained on ``device`` (on one GPU, each worker process trains its cells there:
+    several small models at once).
 
     A cell whose record says ``ok`` is never run again; a failed one is run again. A failing cell
     is recorded with its error and the others go on.
     """
     check_backend(backend)
+    from nnmark.training import resolve_device
+
+    resolve_device(device)  # an unknown or absent device: one line, before anything is written
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
     done = finished_ids(results)
@@ -136,7 +142,7 @@ def run_cells(
     if workers is None:
         workers = default_workers()
     workers = min(workers, len(todo)) if workers else 0
-    stream = _ray(todo, workers, address) if backend == "ray" else _local(todo, workers)
+    stream = _ray(todo, workers, address, device) if backend == "ray" else _local(todo, workers, device)
     bar = _Progress(progress, title, len(cells), report.skipped)
     try:
         for record in stream:

@@ -34,6 +34,7 @@ def run_reproduction(
     workers: int | None = None,
     address: str | None = None,
     progress: bool = True,
+    device: str = "cpu",
 ) -> list[Path]:
     """Run ``paper``'s cells (resuming from ``out/records``) and write ``out/PAPER.md``,
     ``out/PAPER.csv`` and its figures; returns the files written."""
@@ -59,6 +60,7 @@ def run_reproduction(
         address=address,
         progress=progress,
         title=f"{paper} ({sc.name})",
+        device=device,
     )
     ids = {cell_id(c) for c in cells}
     records = [r for r in iter_records(results) if r["id"] in ids]
