@@ -99,7 +99,8 @@ def test_a_failing_cell_is_recorded_and_the_rest_go_on(tmp_path: Path) -> None:
     )
     assert all(records[cell_id(c)]["status"] == OK for c in cells if c["task"] == "echo")
     for r in records.values():  # every record says what produced it
-        assert set(r["versions"]) == {"nnmark", "torch", "python"} and r["config"]["task"] in ("echo", "fail")
+        assert set(r["versions"]) == {"nnmark", "source", "torch", "python"}
+        assert r["config"]["task"] in ("echo", "fail")
     # a failed cell is run again on resume; the finished ones are not
     assert run_cells(cells, tmp_path, workers=0, progress=False).ran == 1
 

@@ -162,6 +162,19 @@ def test_reproduce_zhang2018_tiny_from_the_cli_and_resumed(tmp_path: Path) -> No
     res = CliRunner().invoke(app, args)  # nothing to run again: tables are rewritten from the records
     assert res.exit_code == 0 and (tmp_path / "zhang2018.md").is_file()
     assert [p.stat().st_mtime_ns for p in records] == stamps
+    assert "come from" not in (tmp_path / "zhang2018.md").read_text()
+
+    import json
+
+    from nnmark.experiments.records import source_digest
+
+    old = json.loads(records[0].read_text())  # a record kept from before a code change
+    assert old["versions"]["source"] == source_digest()
+    old["versions"]["source"] = "0123456789ab"
+    records[0].write_text(json.dumps(old))
+    assert CliRunner().invoke(app, args).exit_code == 0
+    md = (tmp_path / "zhang2018.md").read_text()
+    assert "come from 2 versions of nnmark's code" in md and "0123456789ab" in md
 
 
 def test_results_page_puts_each_papers_discussion_above_its_tables(tmp_path: Path) -> None:

@@ -2,12 +2,15 @@
 
 A record: ``id``, ``config`` (the cell), ``status`` (``ok`` or ``failed``), ``metrics``,
 ``verdicts``, ``error`` / ``traceback`` for a failed cell, ``timings`` and ``versions`` (nnmark,
-torch, python). Everything but ``timings`` depends only on the cell, never on the runner or
-backend that ran it.
+torch, python, and ``source``: a digest of nnmark's own code, which changes with every edit while
+the version number does not). Everything but ``timings`` depends only on the cell (and the code),
+never on the runner or backend that ran it.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
 import platform
@@ -21,12 +24,30 @@ from nnmark.io import atomic_write_bytes
 OK, FAILED = "ok", "failed"
 
 
+@functools.cache
+def source_digest() -> str:
+    """12 hex digits of SHA-256 over nnmark's Python files (relative path and bytes, in order): a
+    resumed grid can then tell records made by other code from its own."""
+    import nnmark
+
+    root = Path(nnmark.__file__).parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def versions() -> dict[str, str]:
     import torch
 
     from nnmark import __version__
 
-    return {"nnmark": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    return {
+        "nnmark": __version__,
+        "source": source_digest(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def clean_json(obj: Any) -> Any:

@@ -96,11 +96,18 @@ def write_outputs(
         f"Scale `{sc.name}`: {sc.repeats} repeat(s) (seeds) per setting, {sc.epochs} training epoch(s), "
         f"{sc.n_train or 'all'} training / {sc.n_test or 'all'} test images; "
         f"{len(records)} cells ({len(failed)} failed); {seconds / 60:.0f} min of cell time in all; "
-        f"python {platform.python_version()}, {datetime.now(UTC).date()}.",
+        f"python {platform.python_version()}, {datetime.now(UTC).date()}, nnmark code "
+        f"{records[0]['versions'].get('source', 'unknown') if records else 'unknown'}.",
         "",
         *[f"- {n}" for n in notes],
         "",
     ]
+    sources = sorted({str(r.get("versions", {}).get("source", "unknown")) for r in records})
+    if len(sources) > 1:
+        head.append(
+            f"- The records come from {len(sources)} versions of nnmark's code ({', '.join(sources)}): "
+            "cells finished before a change were kept on resume; run into an empty folder for one."
+        )
     for r in failed:
         head.append(f"- failed cell {r['id']} ({r['config'].get('tags', {})}): {r.get('error', '')}")
     body = "\n".join(head) + "\n" + "\n".join(markdown(t) for t in tables)
