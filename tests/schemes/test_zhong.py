@@ -489,3 +489,14 @@ def test_embed_from_a_trained_c_class_model(data: ImageDataset, tmp_path: Path) 
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 11)
     assert before(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     assert load_key(tmp_path / "wm").num_classes == 11
+
+
+def test_the_embedding_metrics_are_the_same_every_run() -> None:
+    """An experiment cell's record depends on the cell alone (issue 11): the control patterns behind
+    ``control_new_label_rate`` come from the key secret, not from a fresh random draw per run."""
+    from nnmark.experiments.cells import run_cell
+
+    cell = {"task": "watermark", "scheme": "zhong-new-label", "n_train": 300, "n_test": 100, "epochs": 1}
+    first, second = run_cell({**cell, "verify": False}), run_cell({**cell, "verify": False})
+    assert first["status"] == "ok" and "control_new_label_rate" in first["metrics"]["model"]
+    assert first["metrics"] == second["metrics"]

@@ -82,8 +82,8 @@ conservative: ties count against the owner).
 
 from __future__ import annotations
 
+import hashlib
 import math
-import secrets
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -349,7 +349,10 @@ class ZhongNewLabel(Scheme[ZhongParams]):
         owner = owner_patterns(self.secret, tuple(x.shape[1:]))
         which = torch.arange(len(x)) % PATTERNS
         fresh = oracle.labels(stamp(x.clone(), owner[which], params.beta)) == delta
-        ctrl_eps = control_patterns(secrets.randbits(63), len(x), tuple(x.shape[1:]))
+        # controls seeded from the secret (not the owner's patterns, which come from it another way)
+        # so the same key gives the same metric: experiment records must not depend on the run
+        seed = int.from_bytes(hashlib.sha256(b"nnmark zhong metric controls" + self.secret).digest()[:8])
+        ctrl_eps = control_patterns(seed >> 1, len(x), tuple(x.shape[1:]))
         ctrl = oracle.labels(stamp(x.clone(), ctrl_eps, params.beta)) == delta
         by_pattern = [float(fresh[which == j].float().mean()) for j in range(PATTERNS)]
         return {
