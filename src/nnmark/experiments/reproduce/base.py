@@ -65,24 +65,52 @@ def get_scale(name: str, repeats: int | None = None) -> Scale:
 
 @dataclass(frozen=True)
 class DataChoice:
-    """A dataset a reproduction runs on; ``paper`` names the paper's dataset it stands in for."""
+    """A dataset a reproduction runs on; ``paper`` names the paper's dataset it stands in for (or is),
+    ``model`` the architecture trained on it."""
 
     name: str
     data_dir: str | None
     paper: str
+    model: str = "digit-cnn"
+
+
+#: datasets a user may supply (``--data-dir`` or $NNMARK_DATA), the paper dataset each is, and the
+#: model trained on it: Namba's ResNet-32 for CIFAR (the papers' CIFAR models differ; captions say so)
+SUPPLIED = (
+    ("mnist", "MNIST", "digit-cnn"),
+    ("cifar10", "CIFAR10", "resnet32"),
+    ("cifar100", "CIFAR100", "resnet32"),
+)
 
 
 def available_datasets(scale: Scale, data_dir: str | None) -> tuple[list[DataChoice], list[str]]:
-    """MNIST-5k always (embedded); Fashion-MNIST where its files are (``data_dir``, $NNMARK_DATA or the
-    Debian package's folder), else a note saying it was skipped."""
+    """MNIST-5k (embedded), or the full MNIST where the user supplies its files; CIFAR-10/100 where
+    supplied (``data_dir`` or $NNMARK_DATA); Fashion-MNIST where its files are (``data_dir``,
+    $NNMARK_DATA or the Debian package's folder), else a note saying it was skipped."""
     from nnmark.data import load_dataset
     from nnmark.errors import NnmarkError
 
-    chosen = [DataChoice("mnist5k", None, "MNIST")]
-    notes = [
-        "MNIST-5k (4,000 training / 1,000 test digits, embedded) stands in for the papers' MNIST "
-        "(60,000 / 10,000)."
-    ]
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise NnmarkError(f"--data-dir {data_dir}: no such folder")
+    supplied = []
+    for name, paper, model in SUPPLIED:
+        try:
+            load_dataset(name, data_dir)
+        except NnmarkError:
+            continue
+        supplied.append(DataChoice(name, data_dir, paper, model))
+    if any(d.name == "mnist" for d in supplied):
+        chosen: list[DataChoice] = []
+        notes = ["MNIST's own files were found: the papers' MNIST (60,000 / 10,000) is used."]
+    else:
+        chosen = [DataChoice("mnist5k", None, "MNIST")]
+        notes = [
+            "MNIST-5k (4,000 training / 1,000 test digits, embedded) stands in for the papers' MNIST "
+            "(60,000 / 10,000)."
+        ]
+    chosen += supplied
+    if any(d.model != "digit-cnn" for d in supplied):
+        notes.append("CIFAR files were found: their cells train resnet32 (Namba's CIFAR model).")
     if not scale.fashion:
         return chosen, notes
     for where in [data_dir] if data_dir else [None, FASHION_DEBIAN]:
@@ -142,7 +170,7 @@ class Reproduction(abc.ABC):
             "data_dir": data.data_dir,
             "n_train": scale.n_train,
             "n_test": scale.n_test,
-            "model": "digit-cnn",
+            "model": data.model,
             "epochs": scale.epochs,
             "seed": seed,
             **kw,
