@@ -34,7 +34,11 @@ SMALL = ("[21]-content test/gray", "[21]-noise", "proposal (label change + EW)")
 
 
 def rates(scale: Scale) -> list[float]:
-    return [0.5] if scale.small else [0.2, 0.4, 0.6, 0.8]
+    """Pruning rates q tried (Namba Sec. 6.2: "We changed q from 0 to 90 by 10"; q = 0 is retraining
+    alone); ``quick`` tries four of them, the tests' ``tiny`` one."""
+    if scale.name == "tiny":
+        return [0.5]
+    return [0.0, 0.3, 0.6, 0.9] if scale.small else [q / 10 for q in range(10)]
 
 
 def fractions(scale: Scale) -> list[float]:
@@ -63,7 +67,9 @@ def paper_fraction(scale: Scale) -> float:
 CAPTION = (
     "nnmark's schemes on digit-cnn (the paper: ResNet-32 for CIFAR/GTSRB; its MNIST model is not stated). "
     "[21] = Zhang's three (target 0; Zhang's recipe: 'content' = a white 'TEST' stamp, the paper's "
-    "test/gray, and no decoys), [12] = AFS, "
+    "test/gray, and no decoys) with 30 keys each (the paper: 53,548 content and noise keys on MNIST, "
+    "2,400 EMNIST 'm' images: Table 6; '[21] requires a large number of key samples'; a watermark of "
+    "thousands of keys is harder to prune away than ours of 30), [12] = AFS, "
     "[14] = DeepSigns black-box. Query modification: nnmark's autoencoder (rule: rec. loss or JSD above "
     "the 95th "
     "percentile of held-out attacker images), trained {ae_epochs} epochs (Table 5: 400) on the attacker's "
@@ -72,8 +78,8 @@ CAPTION = (
     "q % weights per layer, then {epochs} epoch(s) of Adam 1e-3 on the attacker's share (the paper: 10), "
     "through the EW layers for the EW model (Namba Sec. 5.2: the thief holds f_K); "
     "Table 2 "
-    "reports the rate among {rates} with the worst watermark accuracy whose test accuracy stays within 10 "
-    "points. "
+    "reports the rate among q = {rates} (the paper: 0, 0.1, ..., 0.9) with the worst watermark accuracy "
+    "whose test accuracy stays above 90 % of the watermark-free model's (the cell's clean reference). "
     "The attacker's data: held-out images, disjoint from the owner's, as many as the given share of the "
     "owner's training set (the paper: 1/5/10 %, disjoint)."
 )
@@ -132,13 +138,15 @@ class Namba2019(Reproduction):
 
     @staticmethod
     def worst_prune(rec: dict[str, Any], scale: Scale) -> str | None:
-        """The pruning rate with the worst watermark accuracy among those within 10 points of accuracy."""
+        """Namba Sec. 6.2: the pruning rate with the worst watermark accuracy among those whose test
+        accuracy deteriorates by less than 10 % of the baseline, "the test accuracy of the model without
+        watermark": the cell's clean reference (same recipe, another seed), else the model itself."""
         m = rec["metrics"]
-        base = m["model"]["test_accuracy"]
+        base = m.get("clean_reference", m["model"])["test_accuracy"]
         ok = [
             f"prune {r}"
             for r in rates(scale)
-            if f"prune {r}" in m and m[f"prune {r}"]["test_accuracy"] >= base - 0.10
+            if f"prune {r}" in m and m[f"prune {r}"]["test_accuracy"] >= 0.9 * base
         ]
         return min(ok, key=lambda s: m[s].get("watermark_accuracy", 1.0)) if ok else None
 
