@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.data.test_data_loaders import MNIST_NAMES, make_cifar10, write_idx_dataset
 
 from nnmark.errors import NnmarkError
 from nnmark.experiments.reproduce.base import available_datasets, get_scale
-from tests.data.test_data_loaders import MNIST_NAMES, make_cifar10, write_idx_dataset
 
 
 def test_supplied_mnist_and_cifar_are_run_and_a_missing_folder_is_refused(tmp_path: Path) -> None:

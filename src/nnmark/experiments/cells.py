@@ -325,8 +325,12 @@ def watermark_task(raw: Cell, device: str = "cpu") -> dict[str, Any]:
                 load_dataset(spec_a.attacker_data, spec_a.attacker_data_dir) if spec_a.attacker_data else None
             )
             share = attacker_share(data, spec_a.fraction, c.seed, other)
-            # accuracy after the attack: on the owner's test images the attacker does not hold
+            # accuracy after the attack: on the owner's test images the attacker does not hold; the
+            # unattacked model on the same images beside it (``test_accuracy_before``), as the papers'
+            # before/after columns set them (Zhong Table 1, Namba Table 3): ``model``'s test_accuracy
+            # is on every test image, the attacker's share included
             held_x, held_y = share.test_x, share.test_y
+            before = evaluate(model, held_x, held_y)
             if spec_a.relabel is not None:
                 share = coarse_labels(share, spec_a.relabel)
             t0 = time.perf_counter()
@@ -339,7 +343,8 @@ def watermark_task(raw: Cell, device: str = "cpu") -> dict[str, Any]:
                 m_out: dict[str, Any] = {
                     "test_accuracy": float(
                         (qm.labels(held_x.float().div(255)) == held_y).float().mean()
-                    )
+                    ),
+                    "test_accuracy_before": before,
                 }
                 normal = qm.inspect(held_x.float().div(255))
                 m_out["false_alarm_rate"] = float(normal.flagged.float().mean())
@@ -375,6 +380,7 @@ def watermark_task(raw: Cell, device: str = "cpu") -> dict[str, Any]:
                 attacked = attacked.cpu().eval()
                 m_out = {
                     "test_accuracy": evaluate(attacked, held_x, held_y),
+                    "test_accuracy_before": before,
                     **key_metrics(attacked),
                     **({"ew": settings["ew"]} if "ew" in settings else {}),
                 }

@@ -219,3 +219,31 @@ def pick(records: list[dict[str, Any]], *path: str) -> list[float]:
         if isinstance(node, int | float) and not (isinstance(node, float) and math.isnan(node)):
             vals.append(float(node))
     return vals
+
+
+#: what a caption says when some records predate ``test_accuracy_before`` (the fallback is not silent)
+OLD_BEFORE = (
+    " {n} record(s) predate test_accuracy_before: their 'before' is the unattacked model on all test "
+    "images, not the held-out remainder the 'after' is measured on."
+)
+
+
+def before_attack(records: list[dict[str, Any]], stage: str) -> tuple[list[float], int]:
+    """Per record holding ``stage``: the unattacked model's accuracy on the held-out images that
+    stage's accuracy was measured on (``test_accuracy_before``), the 'before' beside an attack's
+    'after' (Zhong Table 1's parentheses, Namba Table 3's "no inv."). A record written before that
+    metric existed gives ``model``'s test_accuracy (all test images) instead; the second value counts
+    those, for the caption (:data:`OLD_BEFORE`)."""
+    vals: list[float] = []
+    old = 0
+    for r in records:
+        m = r.get("metrics", {})
+        if stage not in m:
+            continue
+        v = m[stage].get("test_accuracy_before")
+        if v is None:
+            v = m.get("model", {}).get("test_accuracy")
+            old += v is not None
+        if isinstance(v, int | float) and not math.isnan(v):
+            vals.append(float(v))
+    return vals, old

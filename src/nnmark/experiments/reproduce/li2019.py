@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from nnmark.experiments.grid import Cell
-from nnmark.experiments.reproduce.base import DataChoice, Reproduction, Scale, pick, select, verdict_shares
+from nnmark.experiments.reproduce.base import (
+    OLD_BEFORE,
+    DataChoice,
+    Reproduction,
+    Scale,
+    before_attack,
+    pick,
+    select,
+    verdict_shares,
+)
 from nnmark.experiments.reproduce.tables import Row, Table
 
 SCHEME = "li-null-embedding"
@@ -441,7 +450,11 @@ class Li2019(Reproduction):
             self._table6(t6, label, paper, owner, scale, data, datasets)
             self._tables78(t78, label, paper, clean, owner, student_words(data, datasets, scale))
             self._figs24(f24, label, paper, owner, scratch, scale, data)
-            f5.add(Row(label, "before: NC", pick(owner, "model", "test_accuracy")))
+            # fine-tuning and both prunings take the default 10 % share: one held-out remainder for all
+            before, old = before_attack(owner, "finetune")
+            if old:
+                f5.caption += OLD_BEFORE.format(n=old)
+            f5.add(Row(label, "before: NC (the held-out images every attack below is measured on)", before))
             f5.add(Row(label, "before: WM", pick(owner, "model", "watermark_accuracy")))
             stages = [
                 ("finetune", "finetune"),
