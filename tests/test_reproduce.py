@@ -622,3 +622,57 @@ def test_query_modification_cell_measures_through_the_defense(monkeypatch: pytes
     assert m["answers 0"]["watermark_accuracy"] == 1.0 and m["answers 1"]["watermark_accuracy"] == 0.0
     before = m["prune"]["test_accuracy_before"]
     assert 0 <= before <= 1 and m["answers 0"]["test_accuracy_before"] == before
+
+
+def test_supplied_cifar_runs_sit_beside_the_papers_cifar_numbers() -> None:
+    """A user's CIFAR-10 files (issue 11): Zhang's and Zhong's CIFAR10 rows carry our values beside the
+    paper's instead of the 'needs CIFAR files' placeholder, which stays for the datasets not run."""
+    from nnmark.experiments.reproduce.base import SCALES, DataChoice
+    from nnmark.experiments.reproduce.zhang2018 import METHODS, Zhang2018
+    from nnmark.experiments.reproduce.zhong2020 import OUR_BETA, PAPER_ALPHA, PROPOSED, Zhong2020
+
+    cifar = [DataChoice("cifar10", "/data", "CIFAR10", "resnet32")]
+
+    def on_cifar(r: dict[str, Any]) -> dict[str, Any]:
+        r["config"]["dataset"] = "cifar10"
+        return r
+
+    zhang = [
+        on_cifar(
+            record(
+                "zhang2018",
+                {"model": {"test_accuracy": 0.8, "watermark_accuracy": 0.97, "new_key_accuracy": 0.5}},
+                group="model",
+                method=m,
+            )
+        )
+        for m in METHODS
+    ]
+    clean = record("zhang2018", {"model": {"test_accuracy": 0.81}}, group="model", method="CleanModel")
+    zhang.append(on_cifar(clean))
+    t1 = table_rows(Zhang2018().tables(zhang, SCALES["tiny"], cifar), "Table 1")
+    row = t1["CIFAR10 / Watermarks (trained)", "WMcontent"]
+    assert row.values == [0.97] and row.paper == ("Table 1", "CIFAR10 / Watermarks (trained)", "WMcontent")
+    assert not [r for r in t1.values() if r.status]
+    t2 = table_rows(Zhang2018().tables(zhang, SCALES["tiny"], cifar), "Table 2")
+    assert "paper:" in t2["CIFAR10 / watermarked − clean, same seed (points)", "WMcontent"].note
+
+    metrics = {"model": {"test_accuracy": 0.7, "new_key_accuracy": 0.9}, "finetune": {"test_accuracy": 0.6}}
+    zhong = [
+        on_cifar(
+            record("zhong2020", metrics, group="sweep", method=PROPOSED, alpha=PAPER_ALPHA, beta=OUR_BETA)
+        ),
+        on_cifar(record("zhong2020", {"model": {"test_accuracy": 0.75}}, group="clean")),
+    ]
+    tables = Zhong2020().tables(zhong, SCALES["tiny"], cifar)
+    z1 = table_rows(tables, "Table 1")
+    key = "CIFAR10 / Key samples / before fine-tuning"
+    assert z1[PROPOSED, key].values == [0.9] and z1[PROPOSED, key].paper == ("Table 1", PROPOSED, key)
+    assert all(r.status for (m, c), r in z1.items() if c.startswith("CIFAR100"))  # not run: placeholder
+    assert not [r for (m, c), r in z1.items() if c.startswith("CIFAR10 /") and r.status]
+    fig3 = table_rows(tables, "Fig. 3")
+    assert fig3["CIFAR10 / watermark-free model", "accuracy"].paper == (
+        "Sec. 4.1",
+        "CIFAR10",
+        "watermark-free model accuracy",
+    )

@@ -29,3 +29,22 @@ def test_supplied_mnist_and_cifar_are_run_and_a_missing_folder_is_refused(tmp_pa
     assert by_name["cifar10"].paper == "CIFAR10" and by_name["cifar10"].model == "resnet32"
     assert all(d.data_dir == str(tmp_path) for d in chosen)
     assert "MNIST's own files" in notes[0] and any("resnet32" in n for n in notes)
+
+
+def test_a_cell_on_supplied_files_verifies_from_them(tmp_path: Path) -> None:
+    """The verifier draws its probes from the cell's own data folder (a cell on the user's MNIST files
+    failed at verification, looking for them in the default folder)."""
+    import numpy as np
+    from tests.data.test_data_loaders import write_idx
+
+    from nnmark.experiments.cells import run_cell
+
+    rng = np.random.default_rng(0)
+    for name, n in zip(MNIST_NAMES, (400, 400, 300, 300), strict=True):
+        shape = (n, 28, 28) if "images" in name else (n,)
+        high = 256 if "images" in name else 10
+        write_idx(tmp_path / "mnist" / name, rng.integers(0, high, size=shape, dtype=np.uint8))
+    cell = {"task": "watermark", "dataset": "mnist", "data_dir": str(tmp_path), "n_train": 400}
+    rec = run_cell({**cell, "scheme": "zhong-new-label", "epochs": 1, "test": "first-hit"})
+    assert rec["status"] == "ok", rec.get("error")
+    assert "model" in rec["verdicts"]

@@ -218,7 +218,7 @@ def watermark_task(raw: Cell, device: str = "cpu") -> dict[str, Any]:
         return {k: v for k, v in m.items() if k not in TIMING_KEYS}
 
     def judge(key: Any, oracle: Oracle, salt: int) -> dict[str, Any]:
-        ctx = VerifyContext(rng=cast(Any, random.Random(c.seed * 1000 + salt)))
+        ctx = VerifyContext(rng=cast(Any, random.Random(c.seed * 1000 + salt)), data_dir=c.data_dir)
         return verdict_json(verify(key, oracle, alpha=c.alpha, test=c.test, context=ctx))
 
     with tempfile.TemporaryDirectory(prefix="nnmark-cell-") as tmp:

@@ -365,8 +365,8 @@ class Li2019(Reproduction):
         )
         for data in datasets:
             ds = data.name
-            label = "Digit" if ds == "mnist5k" else ds
-            paper = ds == "mnist5k"
+            paper = data.paper == "MNIST"  # MNIST-5k or the full MNIST the user supplied
+            label = "Digit" if paper else ds
             owner = select(records, dataset=ds, group="owner")
             clean = select(records, dataset=ds, group="clean")
             scratch = select(records, dataset=ds, group="scratch")

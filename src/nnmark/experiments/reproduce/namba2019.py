@@ -194,7 +194,7 @@ class Namba2019(Reproduction):
         )
         for data in datasets:
             ds = data.name
-            mn = ds == "mnist5k"
+            mn = data.paper == "MNIST"  # MNIST-5k or the full MNIST the user supplied
             lab = "MNIST" if mn else ds
             for frac in fractions(scale):
                 sfx = f" (attacker {frac:.0%})"

@@ -42,23 +42,27 @@ CAPTION = (
 )
 
 
-def paper_gain_note(method: str) -> str:
-    """The paper's watermarked − clean MNIST accuracy (Table 2 arithmetic) for ``method``. The seed
+def paper_gain_note(method: str, dataset: str = "MNIST") -> str:
+    """The paper's watermarked − clean accuracy on ``dataset`` (Table 2 arithmetic) for ``method``. The seed
     table flags Table 2's watermarked cells ORDER-UNCERTAIN (read in header order, which the prose of
     Sec. 5.3 contradicts), so the note says so and gives the prose order's difference beside it."""
     refs = paper_values(PAPER)
-    base = refs[("Table 2", "MNIST / testing accuracy", "CleanModel")].number
-    cell = refs[("Table 2", "MNIST / testing accuracy", method)]
+    base = refs[("Table 2", f"{dataset} / testing accuracy", "CleanModel")].number
+    cell = refs[("Table 2", f"{dataset} / testing accuracy", method)]
     if base is None or cell.number is None:
         return ""
     note = f"paper: {cell.number - base:+.2f} points (Table 2 arithmetic"
     if not cell.uncertain:
         return note + ")"
-    prose = refs.get(("Sec. 5.3", "MNIST / testing accuracy", method))
+    prose = refs.get(("Sec. 5.3", f"{dataset} / testing accuracy", method))
     also = ""
     if prose is not None and prose.number is not None:
         also = f"; Sec. 5.3's prose order: {prose.number - base:+.2f}"
     return note + f", ORDER-UNCERTAIN: Table 2 read in header order{also})"
+
+
+#: the paper's datasets (a run on one of them, the user's files, is set beside the paper's numbers)
+PAPER_DATASETS = ("MNIST", "CIFAR10")
 
 
 class Zhang2018(Reproduction):
@@ -101,8 +105,8 @@ class Zhang2018(Reproduction):
         t1 = Table(self.paper, "Table 1", "watermark accuracy on trained and new keys", cap)
         t2 = Table(self.paper, "Table 2", "test accuracy of clean and watermarked models", cap)
         for data in datasets:
-            label = data.paper if data.name == "mnist5k" else data.name
-            paper_ds = "MNIST" if data.name == "mnist5k" else None
+            paper_ds = data.paper if data.paper in PAPER_DATASETS else None
+            label = paper_ds or data.name
             for method in METHODS:
                 recs = select(records, dataset=data.name, method=method)
                 for kind, path in (("trained", "watermark_accuracy"), ("new", "new_key_accuracy")):
@@ -135,9 +139,9 @@ class Zhang2018(Reproduction):
                     for r in recs
                     if r["config"]["seed"] in clean
                 ]
-                note = paper_gain_note(method) if paper_ds else ""
+                note = paper_gain_note(method, paper_ds) if paper_ds else ""
                 t2.add(Row(f"{label} / watermarked − clean, same seed (points)", method, paired, note=note))
-        for kind in ("trained", "new"):
+        for kind in ("trained", "new") if "CIFAR10" not in {d.paper for d in datasets} else ():
             for method in METHODS:
                 t1.add(
                     Row(
@@ -145,7 +149,7 @@ class Zhang2018(Reproduction):
                         method,
                         [],
                         ("Table 1", f"CIFAR10 / Watermarks ({kind})", method),
-                        status="needs CIFAR-10 files and a GPU-sized run",
+                        status="needs CIFAR-10 files (--data-dir) and a GPU-sized run",
                     )
                 )
         return [t1, t2]

@@ -86,6 +86,10 @@ CAPTION = (
 )
 
 
+#: the paper's datasets (a run on one of them, the user's files, is set beside the paper's numbers)
+PAPER_DATASETS = ("MNIST", "CIFAR10", "CIFAR100")
+
+
 class Zhong2020(Reproduction):
     paper: ClassVar[str] = "zhong2020"
     title: ClassVar[str] = "Zhong et al., A New Label Helps (PAKDD 2020)"
@@ -195,14 +199,15 @@ class Zhong2020(Reproduction):
         )
         for data in datasets:
             ds = data.name
-            label = "MNIST" if ds == "mnist5k" else ds
+            paper_ds = data.paper if data.paper in PAPER_DATASETS else None
+            label = paper_ds or ds
             clean = select(records, dataset=ds, group="clean")
             fig3.add(
                 Row(
                     f"{label} / watermark-free model",
                     "accuracy",
                     pick(clean, "model", "test_accuracy"),
-                    ("Sec. 4.1", "MNIST", "watermark-free model accuracy") if ds == "mnist5k" else None,
+                    ("Sec. 4.1", paper_ds, "watermark-free model accuracy") if paper_ds else None,
                 )
             )
             for method in (PROPOSED, ZHANG):
@@ -219,7 +224,7 @@ class Zhong2020(Reproduction):
                         fig3.add(Row(row, "trained-key accuracy", pick(recs, "model", "watermark_accuracy")))
                         fig3.add(Row(row, "untrained-key accuracy", self._untrained(recs)))
                 recs = select(records, dataset=ds, method=method, alpha=PAPER_ALPHA, beta=OUR_BETA)
-                pname = method if ds == "mnist5k" else None
+                pname = method if paper_ds else None
                 normal_before, old = before_attack(recs, "finetune")
                 old_t1 += old
                 cols: dict[tuple[str, str], list[float]] = {
@@ -229,7 +234,7 @@ class Zhong2020(Reproduction):
                     ("Key samples", "before fine-tuning"): self._untrained(recs),
                 }
                 for (sample, when), vals in cols.items():
-                    key = f"{'MNIST' if ds == 'mnist5k' else ds} / {sample} / {when}"
+                    key = f"{label} / {sample} / {when}"
                     t1.add(Row(method, key, vals, ("Table 1", pname, key) if pname else None))
                 unpruned, old = before_attack(recs, f"prune {rates[0]}")
                 old_fig4 += old
@@ -259,14 +264,14 @@ class Zhong2020(Reproduction):
                         )
                     )
                 if method == PROPOSED:
-                    self._queries(q, label, recs, "paper mode (decoys off)", ds == "mnist5k")
+                    self._queries(q, label, recs, "paper mode (decoys off)", paper_ds == "MNIST")
             self._queries(
                 q, label, select(records, dataset=ds, method=DEFAULTS), "nnmark defaults (decoys on)", False
             )
         for t, old in ((t1, old_t1), (fig4, old_fig4)):
             if old:
                 t.caption += OLD_BEFORE.format(n=old)
-        for cifar in ("CIFAR10", "CIFAR100"):
+        for cifar in sorted(set(PAPER_DATASETS) - {"MNIST"} - {d.paper for d in datasets}):
             for method in (PROPOSED, ZHANG):
                 for sample in ("Normal samples", "Key samples"):
                     for when in ("after fine-tuning", "before fine-tuning"):
@@ -277,7 +282,7 @@ class Zhong2020(Reproduction):
                                 key,
                                 [],
                                 ("Table 1", method, key),
-                                status="needs CIFAR files and a GPU-sized run",
+                                status="needs CIFAR files (--data-dir) and a GPU-sized run",
                             )
                         )
         return [fig3, t1, fig4, q]
