@@ -302,3 +302,110 @@ def test_the_grids_device_reaches_the_cells_training(tmp_path: Path) -> None:
     res = subprocess.run([*cmd, "--device", "cuda"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "CUDA is not available" in res.stderr + res.stdout
     assert not (tmp_path / "r2").exists()
+
+
+def crash_grid() -> list[dict[str, Any]]:
+    """Echo cells with, in the middle, one that kills its worker process (a segfault or an OOM kill)."""
+    return [*echo_cells(3, sleep=0.05), {"task": "crash", "code": 7}, *echo_cells(5, sleep=0.05)[3:]]
+
+
+def test_a_cell_that_kills_its_worker_is_recorded_and_the_rest_go_on(tmp_path: Path) -> None:
+    """Issue 11 with worker processes: a cell that ends its process (no Python exception to catch)
+    fails that cell alone, recorded with the dead worker's exit code; resume reruns only it."""
+    import multiprocessing as mp
+
+    cells = crash_grid()
+    report = run_cells(cells, tmp_path, workers=2, progress=False)
+    records = {r["id"]: r for r in load_records(tmp_path)}
+    crash = records[cell_id(cells[3])]
+    assert report.ran == 6 and len(records) == 6 and report.failed == [crash["id"]]
+    assert crash["status"] == FAILED and "worker process" in crash["error"]
+    assert "exit code 7" in crash["error"]
+    assert crash["config"] == cells[3] and set(crash["versions"]) == {"nnmark", "torch", "python"}
+    assert {"started", "seconds"} <= set(crash["timings"]) and crash["metrics"] == {}
+    assert sorted(r["metrics"]["value"] for r in records.values() if r["status"] == OK) == [0, 1, 2, 3, 4]
+    assert not mp.active_children()  # every worker ended with the grid
+    again = run_cells(cells, tmp_path, workers=2, progress=False)
+    assert (again.skipped, again.ran, again.failed) == (5, 1, [crash["id"]])
+
+
+def test_an_interrupted_process_grid_leaves_no_worker_running(tmp_path: Path) -> None:
+    import multiprocessing as mp
+
+    cells = [*echo_cells(1), *echo_cells(4, sleep=60)[1:]]
+
+    def interrupt(record: dict[str, Any]) -> None:
+        raise KeyboardInterrupt
+
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt) as stopped:  # kept, as a caller reporting it would keep it
+        run_cells(cells, tmp_path, workers=2, progress=False, on_record=interrupt)
+    assert time.perf_counter() - t0 < 30  # the 60 s cell running beside the first was stopped
+    assert [r["metrics"]["value"] for r in load_records(tmp_path)] == [0]
+    assert not mp.active_children() and stopped.traceback  # stopped, not left to garbage collection
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the workers through /proc")
+def test_no_worker_outlives_a_killed_driver(tmp_path: Path) -> None:
+    """SIGTERM ends the driver without running its finally blocks: its workers (and the fork server)
+    must go with it, not run their cells on as orphans."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import uuid
+
+    tag = uuid.uuid4().hex
+    marker = f"NNMARK_TEST_TAG={tag}".encode()
+
+    def tagged() -> list[int]:
+        found = []
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and marker in (proc / "environ").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                pass
+        return found
+
+    code = (
+        "import sys; from nnmark.experiments.runner import run_cells; "
+        "cells = [{'task': 'echo', 'value': i, 'sleep': 120 if i else 0} for i in range(4)]; "
+        "run_cells(cells, sys.argv[1], workers=2, progress=False)"
+    )
+    env = {**os.environ, "NNMARK_TEST_TAG": tag}
+    out = subprocess.DEVNULL
+    driver = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], env=env, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("*.json")):  # the first cell is done: workers run 120 s cells
+            assert driver.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        assert len(tagged()) >= 4  # the driver, the fork server, two workers
+        driver.send_signal(signal.SIGTERM)
+        driver.wait(30)
+        deadline = time.monotonic() + 20
+        while (left := tagged()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not left
+    finally:
+        driver.kill()
+        for pid in tagged():
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_duplicate_cells_run_once(tmp_path: Path) -> None:
+    cells = [*echo_cells(2), *echo_cells(2), {"value": 1, "task": "echo"}]
+    report = run_cells(cells, tmp_path, workers=0, progress=False)
+    assert (report.total, report.ran) == (2, 2) and len(load_records(tmp_path)) == 2
+
+
+@pytest.mark.slow  # Ray's start-up alone takes ~20-40 s on the shared 2-core machine
+def test_ray_records_a_cell_that_kills_its_worker_and_goes_on(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    cells = crash_grid()
+    report = run_cells(cells, tmp_path, backend="ray", workers=2, progress=False)
+    records = {r["id"]: r for r in load_records(tmp_path)}
+    crash = records[cell_id(cells[3])]
+    assert report.ran == 6 and report.failed == [crash["id"]] and "WorkerCrashedError" in crash["error"]
+    assert sorted(r["metrics"]["value"] for r in records.values() if r["status"] == OK) == [0, 1, 2, 3, 4]

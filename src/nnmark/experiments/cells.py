@@ -11,6 +11,7 @@ seeded from the cell's seed so that a cell's record is reproducible.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import tempfile
 import time
@@ -53,15 +54,26 @@ def run_cell(cell: Cell, device: str = "cpu") -> dict[str, Any]:
         record.update(status=OK, metrics=out.get("metrics", {}), verdicts=out.get("verdicts", {}))
         timings = out.get("timings", {})
     except Exception as e:  # a failed cell is recorded and the grid goes on
-        record.update(
-            status=FAILED,
-            metrics={},
-            verdicts={},
-            error=f"{e.__class__.__name__}: {e}",
-            traceback=traceback.format_exc(),
-        )
-        timings = {}
+        error = f"{e.__class__.__name__}: {e}"
+        return failed_record(cell, error, started, time.perf_counter() - t0, traceback.format_exc())
     record["timings"] = {"started": started, "seconds": round(time.perf_counter() - t0, 3), **timings}
+    return cast(dict[str, Any], clean_json(record))
+
+
+def failed_record(cell: Cell, error: str, started: str, seconds: float, trace: str = "") -> dict[str, Any]:
+    """The record of a cell that failed with ``error``: one shape whoever saw the failure (run_cell
+    for an exception, the runner for a worker process that died running the cell)."""
+    record = {
+        "id": cell_id(cell),
+        "config": cell,
+        "versions": versions(),
+        "status": FAILED,
+        "metrics": {},
+        "verdicts": {},
+        "error": error,
+        "traceback": trace,
+        "timings": {"started": started, "seconds": round(seconds, 3)},
+    }
     return cast(dict[str, Any], clean_json(record))
 
 
@@ -461,3 +473,11 @@ def echo_task(raw: Cell, device: str = "cpu") -> dict[str, Any]:
     """A task that returns its cell's ``value`` (and sleeps ``sleep`` s): tests runners without training."""
     time.sleep(float(raw.get("sleep", 0.0)))
     return {"metrics": {"value": raw.get("value")}}
+
+
+@TASKS.register("crash")
+def crash_task(raw: Cell, device: str = "cpu") -> dict[str, Any]:
+    """A task that kills its own process with exit code ``code`` (default 3), as a segfault or an
+    out-of-memory kill would: tests that a runner records the cell and goes on (with worker
+    processes only: in-process, ``workers`` = 0, it ends the grid's own process)."""
+    os._exit(int(raw.get("code", 3)))

@@ -5,26 +5,44 @@ backend, writes each record as it comes back (atomically, so an interrupted grid
 finished cell) and shows a rich progress bar with cells done, failed and the time left. Workers
 only compute records; they never write, so a Ray cluster needs no shared filesystem and the
 records are the same whatever backend ran them.
+
+A cell that kills its worker (a segfault, an out-of-memory kill, ``os._exit``) raises nothing that
+:func:`~nnmark.experiments.cells.run_cell` could catch: the local backend's driver sees that worker
+die, records that cell alone as failed and starts a fresh worker for the rest (a process pool
+would break and lose every cell in flight); Ray's error for that task becomes the cell's record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
 from nnmark.choices import GRID_BACKENDS
 from nnmark.errors import NnmarkError
-from nnmark.experiments.cells import run_cell
+from nnmark.experiments.cells import failed_record, run_cell
 from nnmark.experiments.grid import Cell, cell_id
 from nnmark.experiments.records import FAILED, finished_ids, write_record
 
 BACKENDS = tuple(GRID_BACKENDS.names())
 #: imported once by the fork server, so that every worker starts with them
-PRELOAD = ("torch", "nnmark.experiments.cells", "nnmark.workflow", "nnmark.attacks", "nnmark.verify.verifier")
+PRELOAD = (
+    "torch",
+    "nnmark.experiments.runner",
+    "nnmark.workflow",
+    "nnmark.attacks",
+    "nnmark.verify.verifier",
+)
 
 
 @dataclass
@@ -47,37 +65,149 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _local(cells: Sequence[Cell], workers: int, device: str) -> Iterator[dict[str, Any]]:
-    """Records in completion order; ``workers`` = 0 runs the cells in this process, one by one."""
+def _local(cells: Sequence[Cell], workers: int, device: str) -> Generator[dict[str, Any], None, None]:
+    """Records in completion order; ``workers`` = 0 runs the cells in this process, one by one.
+
+    Each worker process runs one cell at a time, so a worker that dies names its cell: that cell's
+    record says so and a fresh worker takes the next cell. Stopped early (interrupted, or the
+    caller closes this generator), the workers are stopped too, their cells dropped unrecorded.
+    """
     if workers == 0:
         for cell in cells:
             yield run_cell(cell, device)
         return
+    ctx = _context()
+    todo = list(reversed(cells))
+    idle: list[_Worker] = []
+    busy: list[_Worker] = []
+    try:
+        while True:
+            while len(busy) < workers and todo:
+                worker = idle.pop() if idle else _Worker(ctx, device)
+                worker.give(todo.pop())
+                busy.append(worker)
+            for worker in idle:  # no cell left for them
+                worker.stop()
+            if not busy:
+                return
+            ready = set(wait([obj for w in busy for obj in (w.conn, w.process.sentinel)]))
+            for worker in [w for w in busy if w.conn in ready or w.process.sentinel in ready]:
+                busy.remove(worker)
+                record = worker.take()
+                if worker.process.exitcode is None:
+                    idle.append(worker)
+                else:
+                    worker.stop()
+                yield record
+    finally:
+        _Worker.stop_all(busy + idle)
+
+
+def _context() -> Any:
+    """forkserver: workers fork from a clean server process that imported torch and nnmark once (never
+    from the driver, whose threads and torch state they must not inherit); spawn where there is none."""
     import multiprocessing as mp
 
-    # forkserver: workers fork from a clean server process that imported torch and nnmark once (never
-    # from the driver, whose threads and torch state they must not inherit); spawn where there is none
-    ctx: Any
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload([*PRELOAD])
-    else:
-        ctx = mp.get_context("spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
-    pending: set[Future[dict[str, Any]]] = set()
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([*PRELOAD])
+    return ctx
+
+
+class _Worker:
+    """A worker process, its end of the pipe to the driver and the cell it runs."""
+
+    def __init__(self, ctx: Any, device: str) -> None:
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_serve, args=(child, device))  # not daemonic: it may fork
+        self.process.start()
+        child.close()
+        self.cell: Cell = {}
+        self.started, self.t0 = "", 0.0
+
+    def give(self, cell: Cell) -> None:
+        self.cell, self.t0 = cell, time.perf_counter()
+        self.started = datetime.now(UTC).isoformat(timespec="seconds")
+        with contextlib.suppress(OSError):  # already dead: take() records the cell as failed
+            self.conn.send(cell)
+
+    def take(self) -> dict[str, Any]:
+        """The record of the cell this worker ran (ready: its record came, or it died)."""
+        try:
+            if self.conn.poll():  # a record, or the end of the pipe of a dead worker
+                return dict(self.conn.recv())
+        except (EOFError, OSError):
+            pass
+        self.process.join(10)  # its end of the pipe is closed: it is exiting
+        if self.process.exitcode is None:
+            self.process.kill()
+            self.process.join()
+        how = _death(self.process.exitcode)
+        error = f"WorkerDied: the worker process (pid {self.process.pid}) running this cell died ({how})"
+        return failed_record(self.cell, error, self.started, time.perf_counter() - self.t0)
+
+    def stop(self) -> None:
+        """Close the pipe: the worker sees its end close and exits, even in the middle of a cell."""
+        self.conn.close()
+
+    @staticmethod
+    def stop_all(workers: list[_Worker], grace: float = 5.0) -> None:
+        """Stop ``workers`` and wait for them (killed after ``grace`` seconds): none outlives the grid."""
+        for w in workers:
+            w.stop()
+        deadline = time.monotonic() + grace
+        for w in workers:
+            w.process.join(max(0.0, deadline - time.monotonic()))
+            if w.process.exitcode is None:
+                w.process.kill()
+                w.process.join()
+
+
+def _death(exitcode: int | None) -> str:
+    """How a process ended, in words: its exit code, or the signal that killed it."""
+    if exitcode is None or exitcode >= 0:
+        return f"exit code {exitcode}"
     try:
-        pending = {pool.submit(run_cell, c, device) for c in cells}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for f in done:
-                yield f.result()
-    finally:  # interrupted: drop the cells not started; finished records are already written
-        pool.shutdown(wait=not pending, cancel_futures=True)
+        name = signal.Signals(-exitcode).name
+    except ValueError:
+        return f"killed by signal {-exitcode}"
+    return f"killed by {name}" + (", as the out-of-memory killer does" if name == "SIGKILL" else "")
 
 
-def _ray(cells: Sequence[Cell], workers: int, address: str | None, device: str) -> Iterator[dict[str, Any]]:
+def _serve(conn: Connection, device: str) -> None:
+    """A worker process: run the cells the driver sends, one at a time, and send back each record.
+
+    A thread reads the pipe, so that the worker exits the moment the driver's end closes (the grid
+    ended or was interrupted, or the driver was killed: SIGTERM, SIGKILL), even in the middle of a
+    cell: no worker outlives its driver. Ctrl-C is the driver's to handle (it stops the workers).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker()
+    cells: queue.SimpleQueue[Cell] = queue.SimpleQueue()
+
+    def read() -> None:
+        try:
+            while True:
+                cells.put(conn.recv())
+        except (EOFError, OSError):
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            os._exit(0)
+
+    threading.Thread(target=read, daemon=True).start()
+    while True:
+        cell = cells.get()
+        conn.send(run_cell(cell, device))
+
+
+def _ray(
+    cells: Sequence[Cell], workers: int, address: str | None, device: str
+) -> Generator[dict[str, Any], None, None]:
     """Records from Ray tasks (one CPU, one torch thread each); a local Ray instance with
-    ``workers`` CPUs when no ``address`` is given."""
+    ``workers`` CPUs when no ``address`` is given. A task that fails (its worker crashed or was
+    killed for memory) gives its cell a failed record; it is not retried (a crash is usually the
+    cell's own, and resume reruns failed cells), and the tasks left are cancelled when interrupted."""
     import ray  # run_cells checked the extra (check_backend)
 
     started = False
@@ -87,14 +217,27 @@ def _ray(cells: Sequence[Cell], workers: int, address: str | None, device: str) 
         else:
             ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
         started = True
+    pending: list[Any] = []
     try:
-        remote = ray.remote(num_cpus=1, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})(run_cell)
-        pending = [remote.remote(c, device) for c in cells]
+        remote = ray.remote(num_cpus=1, max_retries=0, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})(
+            run_cell
+        )
+        submitted = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
+        cell_of = {remote.remote(c, device): c for c in cells}
+        pending = list(cell_of)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:
-                yield ray.get(ref)
+                try:
+                    record = ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    error = f"the Ray task running this cell failed: {e.__class__.__name__}: {e}"
+                    seconds = time.perf_counter() - submitted[1]
+                    record = failed_record(cell_of[ref], error, submitted[0], seconds)
+                yield record
     finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
         if started:
             ray.shutdown()
 
@@ -136,14 +279,15 @@ def run_cells(
     resolve_device(device)  # an unknown or absent device: one line, before anything is written
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
+    unique = list({cell_id(c): c for c in cells}.values())  # a cell written twice runs once
     done = finished_ids(results)
-    todo = [c for c in cells if cell_id(c) not in done]
-    report = GridReport(total=len(cells), skipped=len(cells) - len(todo))
+    todo = [c for c in unique if cell_id(c) not in done]
+    report = GridReport(total=len(unique), skipped=len(unique) - len(todo))
     if workers is None:
         workers = default_workers()
     workers = min(workers, len(todo)) if workers else 0
     stream = _ray(todo, workers, address, device) if backend == "ray" else _local(todo, workers, device)
-    bar = _Progress(progress, title, len(cells), report.skipped)
+    bar = _Progress(progress, title, report.total, report.skipped)
     try:
         for record in stream:
             write_record(results, record)
@@ -155,6 +299,7 @@ def run_cells(
             if on_record is not None:
                 on_record(record)
     finally:
+        stream.close()  # interrupted: stop the workers now, not when the generator is collected
         bar.close()
     return report
 
