@@ -122,7 +122,7 @@ def test_grid_cli_runs_a_file_and_exits_1_on_failed_cells(tmp_path: Path) -> Non
 
 
 def tiny_cells() -> list[dict[str, Any]]:
-    base = {"task": "watermark", "n_train": 150, "n_test": 100, "epochs": 1, "verify": False}
+    base = {"task": "watermark", "n_train": 150, "n_test": 200, "epochs": 1, "verify": False}
     return [
         {**base, "seed": 0},
         {
@@ -321,7 +321,7 @@ def test_a_cell_that_kills_its_worker_is_recorded_and_the_rest_go_on(tmp_path: P
     assert report.ran == 6 and len(records) == 6 and report.failed == [crash["id"]]
     assert crash["status"] == FAILED and "worker process" in crash["error"]
     assert "exit code 7" in crash["error"]
-    assert crash["config"] == cells[3] and set(crash["versions"]) == {"nnmark", "torch", "python"}
+    assert crash["config"] == cells[3] and set(crash["versions"]) == {"nnmark", "source", "torch", "python"}
     assert {"started", "seconds"} <= set(crash["timings"]) and crash["metrics"] == {}
     assert sorted(r["metrics"]["value"] for r in records.values() if r["status"] == OK) == [0, 1, 2, 3, 4]
     assert not mp.active_children()  # every worker ended with the grid
