@@ -409,3 +409,17 @@ def test_ray_records_a_cell_that_kills_its_worker_and_goes_on(tmp_path: Path) ->
     crash = records[cell_id(cells[3])]
     assert report.ran == 6 and report.failed == [crash["id"]] and "WorkerCrashedError" in crash["error"]
     assert sorted(r["metrics"]["value"] for r in records.values() if r["status"] == OK) == [0, 1, 2, 3, 4]
+
+
+def test_a_worker_that_dies_between_cells_is_not_blamed_on_the_next(tmp_path: Path) -> None:
+    """A cell that finished but left its worker to die (a thread it started, memory that piled up):
+    the next cell sent to that worker never ran there, so it runs on another worker, not recorded as
+    the one that killed it; and a negative --workers is refused before anything is written."""
+    cells = [{"task": "crash", "code": 9, "after": 0.3}, *echo_cells(3, sleep=0.6)]
+    report = run_cells(cells, tmp_path / "r", workers=1, progress=False)
+    records = load_records(tmp_path / "r")
+    assert report.failed == [] and len(records) == 4
+    assert all(r["status"] == OK for r in records)
+    with pytest.raises(NnmarkError, match="--workers"):
+        run_cells(cells, tmp_path / "neg", workers=-1, progress=False)
+    assert not (tmp_path / "neg").exists()

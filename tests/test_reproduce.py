@@ -507,11 +507,12 @@ def test_namba_worst_prune_is_the_lowest_watermark_within_ten_percent_of_the_bas
         "prune 0.6": (0.88, 0.6),
         "prune 0.8": (0.50, 0.1),  # lower watermark but accuracy lost: excluded
     }
-    near = {"prune 0.2": (0.94, 0.9), "prune 0.4": (0.87, 0.3)}
+    # 0.852 sits between the paper's 90 % of 0.95 (0.855) and a 10-point rule (0.85): the rule decides
+    near = {"prune 0.2": (0.94, 0.9), "prune 0.4": (0.852, 0.3)}
     held_out_base = namba_record(0.01, "[21]-noise", near)
-    assert Namba2019.worst_prune(held_out_base, scale) == "prune 0.4"  # 0.87 >= 0.9 * 0.95
-    held_out_base["metrics"]["clean_reference"] = {"test_accuracy": 0.99}
-    assert Namba2019.worst_prune(held_out_base, scale) == "prune 0.2"  # 0.87 < 0.9 * 0.99
+    assert Namba2019.worst_prune(held_out_base, scale) == "prune 0.2"  # 0.852 < 0.9 * 0.95
+    held_out_base["metrics"]["clean_reference"] = {"test_accuracy": 0.94}
+    assert Namba2019.worst_prune(held_out_base, scale) == "prune 0.4"  # the clean model's: 0.852 >= 0.846
     rec = namba_record(0.01, "[21]-noise", prunes)
     assert Namba2019.worst_prune(rec, scale) == "prune 0.4"
     tables = Namba2019().tables([rec], scale, mnist())

@@ -27,4 +27,4 @@ timeout "${GRID_SECONDS:-240}" python3 -m nnmark.cli reproduce zhong2020 --scale
   --workers "${GRID_WORKERS:-16}" --out "$grid" > "$OUT/zhong-log.txt" 2>&1
 took=$(( $(date +%s) - start ))
 tar czf "$OUT/zhong-records.tgz" -C "$grid" records
-python3 benchmarks/gpu/grid_rate.py zhong2020 "$grid/records" "$took" 2>&1 | tee "$OUT/zhong.txt"
+python3 benchmarks/gpu/grid_rate.py zhong2020 "$grid/records" "$took" --since "$start" 2>&1 | tee "$OUT/zhong.txt"

@@ -479,5 +479,17 @@ def echo_task(raw: Cell, device: str = "cpu") -> dict[str, Any]:
 def crash_task(raw: Cell, device: str = "cpu") -> dict[str, Any]:
     """A task that kills its own process with exit code ``code`` (default 3), as a segfault or an
     out-of-memory kill would: tests that a runner records the cell and goes on (with worker
-    processes only: in-process, ``workers`` = 0, it ends the grid's own process)."""
-    os._exit(int(raw.get("code", 3)))
+    processes only: in-process, ``workers`` = 0, it ends the grid's own process). With ``after``
+    (seconds) the cell finishes and a thread it left behind kills the process that much later, so
+    the death falls on no cell of its own."""
+    code = int(raw.get("code", 3))
+    if "after" in raw:
+        import threading
+
+        def die() -> None:
+            time.sleep(float(raw["after"]))
+            os._exit(code)
+
+        threading.Thread(target=die, daemon=True).start()
+        return {"metrics": {}}
+    os._exit(code)

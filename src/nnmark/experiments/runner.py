@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import re
 import signal
 import sys
 import threading
@@ -78,6 +79,7 @@ def _local(cells: Sequence[Cell], workers: int, device: str) -> Generator[dict[s
         return
     ctx = _context()
     todo = list(reversed(cells))
+    resent: set[str] = set()
     idle: list[_Worker] = []
     busy: list[_Worker] = []
     try:
@@ -92,12 +94,22 @@ def _local(cells: Sequence[Cell], workers: int, device: str) -> Generator[dict[s
                 return
             ready = set(wait([obj for w in busy for obj in (w.conn, w.process.sentinel)]))
             for worker in [w for w in busy if w.conn in ready or w.process.sentinel in ready]:
-                busy.remove(worker)
                 record = worker.take()
+                if record is None:  # it only said it started the cell
+                    continue
+                busy.remove(worker)
                 if worker.process.exitcode is None:
                     idle.append(worker)
                 else:
                     worker.stop()
+                    cid = cell_id(worker.cell)
+                    if (not worker.started_cell or worker.finished) and cid not in resent:
+                        # it died before starting this cell, or after running others whose leftovers
+                        # (threads, memory) may have killed it: the cell runs again on a fresh
+                        # worker, and is recorded as the killer only if it kills that one too
+                        resent.add(cid)
+                        todo.append(worker.cell)
+                        continue
                 yield record
     finally:
         _Worker.stop_all(busy + idle)
@@ -125,18 +137,30 @@ class _Worker:
         child.close()
         self.cell: Cell = {}
         self.started, self.t0 = "", 0.0
+        #: the worker said it began ``cell`` (a worker that dies before saying so never ran it)
+        self.started_cell = False
+        #: cells this worker finished before ``cell``
+        self.finished = 0
 
     def give(self, cell: Cell) -> None:
-        self.cell, self.t0 = cell, time.perf_counter()
+        self.cell, self.t0, self.started_cell = cell, time.perf_counter(), False
         self.started = datetime.now(UTC).isoformat(timespec="seconds")
-        with contextlib.suppress(OSError):  # already dead: take() records the cell as failed
+        with contextlib.suppress(OSError):  # already dead: take() sees it
             self.conn.send(cell)
 
-    def take(self) -> dict[str, Any]:
-        """The record of the cell this worker ran (ready: its record came, or it died)."""
+    def take(self) -> dict[str, Any] | None:
+        """The record of the cell this worker ran (its record came, or it died), or None when the
+        worker only said it started the cell."""
         try:
-            if self.conn.poll():  # a record, or the end of the pipe of a dead worker
-                return dict(self.conn.recv())
+            while self.conn.poll():  # messages, or the end of the pipe of a dead worker
+                message = self.conn.recv()
+                if message == _STARTED:
+                    self.started_cell = True
+                    continue
+                self.finished += 1
+                return dict(message)
+            if self.process.exitcode is None and self.process.is_alive():
+                return None
         except (EOFError, OSError):
             pass
         self.process.join(10)  # its end of the pipe is closed: it is exiting
@@ -162,6 +186,10 @@ class _Worker:
             if w.process.exitcode is None:
                 w.process.kill()
                 w.process.join()
+
+
+#: what a worker sends when it begins a cell
+_STARTED = "started"
 
 
 def _death(exitcode: int | None) -> str:
@@ -198,6 +226,7 @@ def _serve(conn: Connection, device: str) -> None:
     threading.Thread(target=read, daemon=True).start()
     while True:
         cell = cells.get()
+        conn.send(_STARTED)
         conn.send(run_cell(cell, device))
 
 
@@ -219,9 +248,13 @@ def _ray(
         started = True
     pending: list[Any] = []
     try:
-        remote = ray.remote(num_cpus=1, max_retries=0, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})(
-            run_cell
-        )
+        env = {"OMP_NUM_THREADS": "1"}
+        if "NNMARK_DATA" in os.environ:  # the workers look for data where the driver does
+            env["NNMARK_DATA"] = os.environ["NNMARK_DATA"]
+        # a cuda cell asks Ray for a share of a GPU: Ray then schedules it on a GPU node and leaves
+        # CUDA visible to it (Ray hides the GPUs from tasks that ask for none)
+        gpus = 1 / max(1, workers) if device.startswith("cuda") else 0
+        remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0, runtime_env={"env_vars": env})(run_cell)
         submitted = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
         cell_of = {remote.remote(c, device): c for c in cells}
         pending = list(cell_of)
@@ -276,7 +309,12 @@ def run_cells(
     check_backend(backend)
     from nnmark.training import resolve_device
 
-    resolve_device(device)  # an unknown or absent device: one line, before anything is written
+    if backend == "local":
+        resolve_device(device)  # an unknown or absent device: one line, before anything is written
+    elif not re.fullmatch(r"cpu|auto|cuda(:\d+)?", device):  # Ray's nodes may have GPUs the driver lacks
+        raise NnmarkError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto")
+    if workers is not None and workers < 0:
+        raise NnmarkError(f"--workers must be 0 (this process) or more, got {workers}")
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
     unique = list({cell_id(c): c for c in cells}.values())  # a cell written twice runs once

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from nnmark.errors import NnmarkError
 from nnmark.experiments.grid import cell_id
-from nnmark.experiments.records import iter_records
+from nnmark.experiments.records import iter_records, source_digest
 from nnmark.experiments.reproduce.base import Reproduction, Scale, available_datasets, get_scale
 from nnmark.experiments.reproduce.tables import markdown, write_csv
 
@@ -90,19 +90,19 @@ def write_outputs(
 
     tables = rep.tables(records, sc, datasets)
     figures = rep.figures(records, sc, out)
+    sources = sorted({str(r.get("versions", {}).get("source", "unknown")) for r in records})
     head = [
         f"## {rep.paper}: {rep.title}",
         "",
         f"Scale `{sc.name}`: {sc.repeats} repeat(s) (seeds) per setting, {sc.epochs} training epoch(s), "
         f"{sc.n_train or 'all'} training / {sc.n_test or 'all'} test images; "
         f"{len(records)} cells ({len(failed)} failed); {seconds / 60:.0f} min of cell time in all; "
-        f"python {platform.python_version()}, {datetime.now(UTC).date()}, nnmark code "
-        f"{records[0]['versions'].get('source', 'unknown') if records else 'unknown'}.",
+        f"python {platform.python_version()}, {datetime.now(UTC).date()}; records made by nnmark code "
+        f"{', '.join(sources) or 'none'}, tables by {source_digest()}.",
         "",
         *[f"- {n}" for n in notes],
         "",
     ]
-    sources = sorted({str(r.get("versions", {}).get("source", "unknown")) for r in records})
     if len(sources) > 1:
         head.append(
             f"- The records come from {len(sources)} versions of nnmark's code ({', '.join(sources)}): "
