@@ -3,13 +3,16 @@ has them; the papers' MNIST and CIFAR-10/100 where a user supplies their files."
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
-from tests.data.test_data_loaders import MNIST_NAMES, make_cifar10, write_idx_dataset
 
 from nnmark.errors import NnmarkError
 from nnmark.experiments.reproduce.base import available_datasets, get_scale
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
+from test_data_loaders import MNIST_NAMES, make_cifar10, write_idx_dataset  # noqa: E402
 
 
 def test_supplied_mnist_and_cifar_are_run_and_a_missing_folder_is_refused(tmp_path: Path) -> None:
@@ -35,7 +38,7 @@ def test_a_cell_on_supplied_files_verifies_from_them(tmp_path: Path) -> None:
     """The verifier draws its probes from the cell's own data folder (a cell on the user's MNIST files
     failed at verification, looking for them in the default folder)."""
     import numpy as np
-    from tests.data.test_data_loaders import write_idx
+    from test_data_loaders import write_idx
 
     from nnmark.experiments.cells import run_cell
 
