@@ -423,3 +423,18 @@ def test_a_worker_that_dies_between_cells_is_not_blamed_on_the_next(tmp_path: Pa
     with pytest.raises(NnmarkError, match="--workers"):
         run_cells(cells, tmp_path / "neg", workers=-1, progress=False)
     assert not (tmp_path / "neg").exists()
+
+
+def test_grid_refuses_an_unknown_task_or_setting_before_running(tmp_path: Path) -> None:
+    """A typo in a grid is one line and exit 2 before --results is made, not a failed record per cell."""
+    import subprocess
+    import sys
+
+    for i, text in enumerate(("task: nosuch\naxes: {value: [1]}\n", "axes: {epocs: [1]}\n")):
+        grid = tmp_path / f"g{i}.yaml"
+        grid.write_text(text)
+        cmd = [sys.executable, "-m", "nnmark.cli", "grid", "run", str(grid), "--results", str(tmp_path / "r")]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        said = res.stdout + res.stderr
+        assert res.returncode == 2 and ("nosuch" in said if i == 0 else "epocs" in said), said
+        assert not (tmp_path / "r").exists()

@@ -60,10 +60,12 @@ def grid_run(
 
     Example: nnmark grid run experiments/zhang-attacks.yaml --results results/zhang --workers 2
     """
+    from nnmark.experiments.cells import check_cells
     from nnmark.experiments.grid import cell_id, expand, load_grid
 
     spec = load_grid(file)
     cells = expand(spec)
+    check_cells(cells)  # an unknown task or setting: one line, exit 2, before --results is made
     if dry_run:
         for c in cells:
             out.print(f"{cell_id(c)}  {c}", markup=False)

@@ -60,6 +60,20 @@ def run_cell(cell: Cell, device: str = "cpu") -> dict[str, Any]:
     return cast(dict[str, Any], clean_json(record))
 
 
+def check_cells(cells: list[Cell]) -> None:
+    """Refuse, before anything runs, a cell whose task is unknown or whose watermark settings are
+    not the task's (one line naming the cell): otherwise each would only fail at run time."""
+    for cell in cells:
+        task = TASKS.get(str(cell.get("task", "watermark")))  # unknown: NnmarkError naming the known
+        if task is watermark_task:
+            try:
+                WatermarkCell(**cell)
+            except ValidationError as e:
+                first = e.errors()[0]
+                where = ".".join(map(str, first["loc"]))
+                raise NnmarkError(f"cell {cell_id(cell)} ({cell}): {where}: {first['msg']}") from None
+
+
 def failed_record(cell: Cell, error: str, started: str, seconds: float, trace: str = "") -> dict[str, Any]:
     """The record of a cell that failed with ``error``: one shape whoever saw the failure (run_cell
     for an exception, the runner for a worker process that died running the cell)."""
