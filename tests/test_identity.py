@@ -73,9 +73,16 @@ def small_key(calibrated: bool = True, owner: OwnerKey | None = None) -> Key:
 
 @pytest.fixture(scope="module")
 def people(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Alice and Bob, the same in every run: a key's secret comes from its owner's signature, so a
+    random owner made the end-to-end embedding test's key texts, and its verdict, differ per run."""
+    import hashlib
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     root = tmp_path_factory.mktemp("people")
     for name in ("Alice", "Bob"):
-        save_owner(generate_owner(name), root / name.lower())
+        raw = hashlib.sha256(f"nnmark test owner {name}".encode()).digest()
+        save_owner(OwnerKey(name, Ed25519PrivateKey.from_private_bytes(raw)), root / name.lower())
     return {"root": root, "alice": root / "alice", "bob": root / "bob"}
 
 

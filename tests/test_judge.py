@@ -22,7 +22,7 @@ import nnmark
 from nnmark import cli
 from nnmark.data.base import ImageDataset
 from nnmark.errors import KeyTamperedError
-from nnmark.identity import generate_owner, load_owner, save_owner
+from nnmark.identity import OwnerKey, load_owner, save_owner
 from nnmark.io import METRICS_FILE, write_json, write_model_files
 from nnmark.keyfile import (
     calibration_bytes,
@@ -87,9 +87,16 @@ def owner_key(run: Path) -> Key:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, small_mnist: ImageDataset) -> dict[str, Path]:
+    import hashlib
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     root = tmp_path_factory.mktemp("judge")
+    # the same people every run: Alice's key secret comes from her signature, and with a random Alice
+    # about one model in 16 left all its verifications without a verdict (below)
     for name in ("Alice", "Mallory", "Court"):
-        save_owner(generate_owner(name), root / name.lower())
+        raw = hashlib.sha256(f"nnmark judge test owner {name}".encode()).digest()
+        save_owner(OwnerKey(name, Ed25519PrivateKey.from_private_bytes(raw)), root / name.lower())
     alice = load_owner(root / "alice.key")
     runs = {f"always{c}": constant_run(root / f"always{c}", small_mnist, c) for c in (0, 1, 2, TARGET)}
     # Alice's watermarked model: the registered mnist5k, so every verifier re-derives the key images
@@ -381,10 +388,11 @@ def test_a_class_level_trigger_is_not_taken_for_the_owners_watermark(monkeypatch
     """A model that sends every input to the target answers Alice's keys, and equally the control keys
     the verifier stamps with texts of its own (20 secrets, each one unit): the behaviour is not
     specific to Alice's key, so no verdict, while Alice's own model beats the controls and is found
-    (each test twice: one verification in three or so draws a control text near hers, see ``world``)."""
+    (each test three times: with the seeded Alice, 5 of 12 verifications were found in two runs, the
+    others drew a control text near hers and gave no verdict, see ``world``)."""
     key = fresh_key_folder(world, tmp_path, "calibrated")
     found = []
-    for test in ("binomial", "threshold", "sprt") * 2:
+    for test in ("binomial", "threshold", "sprt") * 3:
         code, doc, _ = verify_json(monkeypatch, capsys, key, world[f"always{TARGET}"], "--test", test)
         assert doc["watermarked"] is None and code == 2, (test, doc["reason"])
         assert "not shown to be specific to this key" in doc["reason"]
