@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
@@ -67,13 +68,23 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def device_name(name: str) -> str:
+    """``name`` as one of ``"cpu"``, ``"auto"``, ``"cuda"``, ``"cuda:N"`` (case and spaces ignored),
+    without asking whether this machine has it (a Ray cluster's nodes may have GPUs the driver
+    lacks); anything else is an NnmarkError."""
+    text = str(name).strip().lower()
+    if not re.fullmatch(r"cpu|auto|cuda(:\d+)?", text):
+        raise NnmarkError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto")
+    return text
+
+
 def resolve_device(name: str) -> torch.device:
     """Turn ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` into a ``torch.device``.
 
     ``"auto"`` picks CUDA when it is available, else the CPU. Asking for CUDA on a machine
     without it is a user error (NnmarkError), never a silent fall-back.
     """
-    text = str(name).strip().lower()
+    text = device_name(name)
     if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if text == "cpu":

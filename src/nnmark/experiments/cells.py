@@ -67,11 +67,9 @@ def check_cells(cells: list[Cell]) -> None:
         task = TASKS.get(str(cell.get("task", "watermark")))  # unknown: NnmarkError naming the known
         if task is watermark_task:
             try:
-                WatermarkCell(**cell)
-            except ValidationError as e:
-                first = e.errors()[0]
-                where = ".".join(map(str, first["loc"]))
-                raise NnmarkError(f"cell {cell_id(cell)} ({cell}): {where}: {first['msg']}") from None
+                watermark_cell(cell)
+            except NnmarkError as e:
+                raise NnmarkError(f"{e} (in {cell})") from None
 
 
 def failed_record(cell: Cell, error: str, started: str, seconds: float, trace: str = "") -> dict[str, Any]:
@@ -161,6 +159,23 @@ class WatermarkCell(BaseModel):
 MEASURES = ("epoch_curve", "fresh_keys", "auc")
 
 
+def watermark_cell(raw: Cell) -> WatermarkCell:
+    """``raw`` as the watermark task's cell; an unknown or ill-typed setting, or an unknown measure,
+    is one NnmarkError naming the cell (at run time, and by :func:`check_cells` before a grid runs)."""
+    try:
+        c = WatermarkCell(**raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        raise NnmarkError(f"cell {cell_id(raw)}: {where}: {first['msg']}") from None
+    unknown = set(c.measure) - set(MEASURES)
+    if unknown:
+        raise NnmarkError(
+            f"cell {cell_id(raw)}: unknown measure(s) {sorted(unknown)}; known: {', '.join(MEASURES)}"
+        )
+    return c
+
+
 def subset_data(name: str, data_dir: str | None, n_train: int | None, n_test: int | None) -> Any:
     from nnmark.data import load_dataset
 
@@ -223,14 +238,7 @@ def watermark_task(raw: Cell, device: str = "cpu") -> dict[str, Any]:
     from nnmark.verify.verifier import verify
     from nnmark.workflow import embed_run, load_model, model_spec, split_training_settings, train_run
 
-    try:
-        c = WatermarkCell(**raw)
-    except ValidationError as e:
-        first = e.errors()[0]
-        raise NnmarkError(f"cell {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-    unknown = set(c.measure) - set(MEASURES)
-    if unknown:
-        raise NnmarkError(f"unknown measure(s) {sorted(unknown)}; known: {', '.join(MEASURES)}")
+    c = watermark_cell(raw)
     data = subset_data(c.dataset, c.data_dir, c.n_train, c.n_test)
     if c.train_share is not None:
         data = attacker_share(data, c.train_share, c.seed)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import re
 import signal
 import sys
 import threading
@@ -307,12 +306,13 @@ def run_cells(
     is recorded with its error and the others go on.
     """
     check_backend(backend)
-    from nnmark.training import resolve_device
+    from nnmark.training import device_name, resolve_device
 
+    # an unknown (or, locally, absent) device: one line, before anything is written
     if backend == "local":
-        resolve_device(device)  # an unknown or absent device: one line, before anything is written
-    elif not re.fullmatch(r"cpu|auto|cuda(:\d+)?", device):  # Ray's nodes may have GPUs the driver lacks
-        raise NnmarkError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto")
+        resolve_device(device)
+    else:
+        device = device_name(device)
     if workers is not None and workers < 0:
         raise NnmarkError(f"--workers must be 0 (this process) or more, got {workers}")
     results = Path(results)
